@@ -65,14 +65,23 @@ class LaunchError(SenseAPIError):
         For each failed launch, its position in the request order and the error.
     stopped : list of dict
         The dashboards that had launched and were stopped again.
+    not_stopped : list of (id, Exception)
+        Dashboards that had launched but could not be stopped (stop them by hand).
     """
 
-    def __init__(self, n: int, failures: list[tuple[int, Exception]], stopped: list[dict]) -> None:
+    def __init__(
+        self,
+        n: int,
+        failures: list[tuple[int, Exception]],
+        stopped: list[dict],
+        not_stopped: list[tuple[object, Exception]] = (),
+    ) -> None:
         lines = [f"{len(failures)} of {n} worker launches failed"]
         lines += [f"  launch {index}: {error}" for index, error in failures]
         if stopped:
             ids = ", ".join(str(dashboard["id"]) for dashboard in stopped)
             lines.append(f"  the {len(stopped)} that launched were stopped again: {ids}")
+        lines += [f"  launched but could not be stopped: {i}: {error}" for i, error in not_stopped]
         first = failures[0][1]
         super().__init__(
             "\n".join(lines),
@@ -82,6 +91,7 @@ class LaunchError(SenseAPIError):
         )
         self.failures = failures
         self.stopped = stopped
+        self.not_stopped = list(not_stopped)
 
     def __str__(self) -> str:
         # The summary already names every failed request.
