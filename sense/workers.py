@@ -1,0 +1,266 @@
+"""Launching, listing, stopping and awaiting the worker dashboards of a cluster.
+
+A cluster is one master dashboard and the workers whose ``master_id`` is
+the master's id. Every check of the caller's input is made before the first
+request, so that bad input never leaves anything half done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from sense import environment, rest
+from sense.errors import LaunchError, SenseConfigError, SenseError
+
+#: Statuses of a dashboard whose process has ended.
+ENDED = frozenset({"stopped", "failed"})
+#: How often awaitWorkers asks, at the most (seconds).
+POLL_INTERVAL = 0.25
+
+
+def dashboards_url() -> str:
+    return f"{environment.project_url()}/dashboards"
+
+
+def dashboard(raw: dict) -> dict:
+    """A dashboard as the API sent it, with the port mapping's JSON string keys made ints again."""
+    mapping = raw.get("public_port_mapping")
+    if isinstance(mapping, dict):
+        raw["public_port_mapping"] = {int(k): int(v) for k, v in mapping.items()}
+    return raw
+
+
+def _id_param(value: Any) -> str:
+    """A dashboard id as the caller gave it (int, numeric str or dashboard dict), as text."""
+    if isinstance(value, dict) and "id" in value:
+        value = value["id"]
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ValueError(
+            f"{value!r} is not a dashboard id: pass ids (or dashboards) as separate arguments, "
+            "as in stopWorkers(3, 4) or stopWorkers(*workers)"
+        )
+    return str(value)
+
+
+def _json_id(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def concurrently(
+    call: Callable[[Any], Any],
+    items: list,
+    pool_size: int,
+    on_interrupt: Callable[[list], Any] | None = None,
+) -> list[tuple[Any, SenseError | None]]:
+    """``call`` on every item, at most ``pool_size`` at once; (result, error) pairs in item order.
+
+    Should the wait be interrupted (Ctrl-C in a notebook cell), the calls not
+    yet started are cancelled, the running ones are waited for, and
+    ``on_interrupt`` gets the results of those that succeeded, to undo them.
+    """
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(pool_size, len(items)))) as pool:
+        futures = [pool.submit(call, item) for item in items]
+        try:
+            return [_outcome(future) for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            if on_interrupt is not None:
+                on_interrupt(
+                    [f.result() for f in futures if not f.cancelled() and f.exception() is None]
+                )
+            raise
+
+
+def _outcome(future: Future) -> tuple[Any, SenseError | None]:
+    try:
+        return future.result(), None
+    except SenseError as error:
+        return None, error
+
+
+def _check_launch_args(
+    n: Any, size: Any, engine: Any, startup_script: Any, startup_code: Any, env: Any
+) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int (the number of workers), not {n!r}")
+    if isinstance(size, bool) or not isinstance(size, (str, int)) or size in ("", None):
+        raise ValueError(f"size must be a size name such as 'small', or an int, not {size!r}")
+    if not isinstance(engine, str) or not engine:
+        raise ValueError(f"engine must be the name of an engine, not {engine!r}")
+    for name, value in (("startupScript", startup_script), ("startupCode", startup_code)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    if startup_script and startup_code:
+        raise ValueError("give startupScript or startupCode, not both")
+    if not isinstance(env, Mapping):
+        raise ValueError(f"env must be a dict of str to str, not {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"env must map str to str: {key!r}: {value!r} does not")
+
+
+def launch(
+    n: int,
+    size: str | int,
+    engine: str,
+    startup_script: str,
+    startup_code: str,
+    env: Mapping[str, str],
+    pool_size: int,
+) -> list[dict]:
+    """Launch ``n`` workers of this master, all or none; see :func:`sense.launchWorkers`."""
+    _check_launch_args(n, size, engine, startup_script, startup_code, env)
+    if environment.master_id() is not None:
+        raise SenseConfigError(
+            f"this dashboard is a worker of {environment.master_id()}: only a master launches "
+            "workers"
+        )
+    body = {
+        "engine": engine,
+        "size": size,
+        "startup_script": startup_script,
+        "startup_code": startup_code,
+        "env": dict(env),
+        "master_id": _json_id(environment.dashboard_id()),
+    }
+    url = dashboards_url()
+    environment.auth()  # missing credentials are a config error now, not n failed launches
+
+    def launch_one(_: int) -> dict:
+        return dashboard(rest.request("POST", url, json=body))
+
+    # Interrupted (Ctrl-C), the launches that went through would be given to no one: stop them.
+    outcomes = concurrently(
+        launch_one, list(range(n)), pool_size, lambda launched: stop_quietly(launched, pool_size)
+    )
+    launched = [result for result, error in outcomes if error is None]
+    failures = [(index, error) for index, (_, error) in enumerate(outcomes) if error is not None]
+    if failures:
+        stopped, not_stopped = stop_quietly(launched, pool_size)
+        raise LaunchError(n, failures, stopped, not_stopped)
+    return launched
+
+
+def stop_quietly(dashboards: list[dict], pool_size: int) -> tuple[list[dict], list]:
+    """Stop ``dashboards``; the stopped ones, and (id, error) for those that would not stop."""
+    outcomes = concurrently(lambda d: _stop_one(str(d["id"])), dashboards, pool_size)
+    stopped = [result for result, error in outcomes if error is None]
+    not_stopped = [
+        (d["id"], error)
+        for d, (_, error) in zip(dashboards, outcomes, strict=True)
+        if error is not None
+    ]
+    return stopped, not_stopped
+
+
+def _stop_one(dashboard_id: str) -> dict:
+    return dashboard(
+        rest.request("PATCH", f"{dashboards_url()}/{dashboard_id}", json={"status": "stopped"})
+    )
+
+
+def all_dashboards() -> list[dict]:
+    """Every dashboard of the project, whatever its status."""
+    return [dashboard(raw) for raw in rest.request("GET", dashboards_url())]
+
+
+def cluster() -> list[dict]:
+    """The running dashboards of this cluster, master included; see :func:`sense.getWorkers`."""
+    master = environment.cluster_master_id()
+    return [
+        d
+        for d in all_dashboards()
+        if d.get("status") == "running"
+        and (str(d.get("id")) == master or str(d.get("master_id")) == master)
+    ]
+
+
+def master() -> dict:
+    """The master dashboard of this cluster."""
+    master_id = environment.cluster_master_id()
+    return dashboard(rest.request("GET", f"{dashboards_url()}/{master_id}"))
+
+
+def stop(ids: Iterable[Any], pool_size: int) -> list[dict]:
+    """Stop the given workers, or every worker of the cluster; see :func:`sense.stopWorkers`."""
+    wanted = [_id_param(value) for value in ids]
+    if not wanted:
+        master_id = environment.cluster_master_id()
+        wanted = [str(d["id"]) for d in cluster() if str(d["id"]) != master_id]
+    outcomes = concurrently(_stop_one, wanted, pool_size)
+    errors = [error for _, error in outcomes if error is not None]
+    if errors:
+        raise errors[0]
+    return [result for result, _ in outcomes]
+
+
+def await_(
+    ids: Iterable[Any] | None, wait_for_completion: bool, timeout_seconds: float
+) -> dict[str, list[dict]]:
+    """Wait for workers to run (or end); see :func:`sense.awaitWorkers`."""
+    if (
+        isinstance(timeout_seconds, bool)
+        or not isinstance(timeout_seconds, (int, float))
+        or (timeout_seconds < 0)
+    ):
+        raise ValueError(f"timeout_seconds must be a number >= 0, not {timeout_seconds!r}")
+    if ids is None:
+        master_id = environment.cluster_master_id()
+        wanted = [
+            str(d["id"])
+            for d in all_dashboards()
+            if str(d.get("master_id")) == master_id and d.get("status") not in ENDED
+        ]
+    else:
+        wanted = [_id_param(value) for value in ids]
+    reached = _reached_completion if wait_for_completion else _reached_running
+    deadline = time.monotonic() + timeout_seconds
+    workers: dict[str, dict] = {}
+    failures: dict[str, dict] = {}
+    last_seen: dict[str, dict] = {}
+    while True:
+        current = {str(d["id"]): d for d in all_dashboards()}
+        for dashboard_id in wanted:
+            if dashboard_id in workers or dashboard_id in failures:
+                continue
+            seen = current.get(dashboard_id, {"id": _json_id(dashboard_id), "status": "unknown"})
+            last_seen[dashboard_id] = seen
+            verdict = reached(seen)
+            if verdict is True:
+                workers[dashboard_id] = seen
+            elif verdict is False:
+                failures[dashboard_id] = seen
+        pending = [i for i in wanted if i not in workers and i not in failures]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    return {
+        "workers": [workers[i] for i in wanted if i in workers],
+        "failures": [failures.get(i) or last_seen[i] for i in wanted if i not in workers],
+    }
+
+
+def _reached_running(seen: dict) -> bool | None:
+    """True once running (or ended cleanly, so it did run); False once it cannot run; else None."""
+    status = seen.get("status")
+    if status in ("running", "stopped"):
+        return True
+    if status in ("failed", "unknown"):
+        return False
+    return None
+
+
+def _reached_completion(seen: dict) -> bool | None:
+    """True once ended cleanly; False once failed; else None."""
+    status = seen.get("status")
+    if status == "stopped":
+        return True
+    if status in ("failed", "unknown"):
+        return False
+    return None
