@@ -1,0 +1,60 @@
+"""Fixtures shared by the client's tests: a real HTTP server and a dashboard's environment."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from api_data import MASTER_ID, OWNER, PROJECT, TOKEN
+from pytest_httpserver import HTTPServer
+
+from sense import rest
+
+
+@pytest.fixture(scope="session")
+def make_httpserver():
+    # Threaded, unlike pytest-httpserver's default, so concurrent launches really overlap.
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No SENSE_* variable at all: a process that is not on a dashboard."""
+    for name in list(os.environ):
+        if name.startswith("SENSE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def master_env(clean_env, httpserver):
+    """This process is master dashboard 3 of a project served by ``httpserver``."""
+    clean_env.setenv("SENSE_API_URL", httpserver.url_for("/"))
+    clean_env.setenv("SENSE_OWNER_ID", OWNER)
+    clean_env.setenv("SENSE_PROJECT_ID", PROJECT)
+    clean_env.setenv("SENSE_DASHBOARD_ID", str(MASTER_ID))
+    clean_env.setenv("SENSE_MASTER_ID", "")
+    clean_env.setenv("SENSE_API_TOKEN", TOKEN)
+    return clean_env
+
+
+@pytest.fixture
+def worker_env(master_env):
+    """This process is worker 8 of master 3."""
+    master_env.setenv("SENSE_DASHBOARD_ID", "8")
+    master_env.setenv("SENSE_MASTER_ID", str(MASTER_ID))
+    return master_env
+
+
+@pytest.fixture
+def fast_http(monkeypatch):
+    """Short timeouts and back-off, so that failure tests take a fraction of a second."""
+    monkeypatch.setattr(rest, "TIMEOUT", (1.0, 0.5))
+    monkeypatch.setattr(rest, "BACKOFF_FACTOR", 0.01)
+    rest._forget_session()  # the next request builds a session with these settings
+    yield
+    rest._forget_session()
