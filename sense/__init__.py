@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sense import environment, installer, network, workers
+from sense import display, environment, installer, network, workers
 from sense.errors import (
     InstallError,
     LaunchError,
@@ -30,6 +30,9 @@ __version__ = "1.0.0"
 
 #: How many REST requests launchWorkers and stopWorkers send at once.
 THREAD_POOL_SIZE = 10
+
+# In a notebook, lists of dashboards show as tables (they stay plain lists).
+display.register_html_formatter()
 
 __all__ = [
     "THREAD_POOL_SIZE",
@@ -244,6 +247,9 @@ def awaitWorkers(
     timeout_seconds: float = 60,
 ) -> dict[str, list[dict]]:
     """Wait until workers are running, or with ``wait_for_completion`` until they have ended.
+
+    While it waits, a line tells how many are there yet: updated in place in
+    a notebook and on a terminal, silent in a pipe or a log file.
 
     Parameters
     ----------

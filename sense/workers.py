@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from sense import environment, rest
+from sense import display, environment, rest
 from sense.errors import LaunchError, SenseConfigError, SenseError
 
 #: Statuses of a dashboard whose process has ended.
@@ -220,26 +220,33 @@ def await_(
     else:
         wanted = [_id_param(value) for value in ids]
     reached = _reached_completion if wait_for_completion else _reached_running
+    progress = display.Progress("ended" if wait_for_completion else "running", len(wanted))
     deadline = time.monotonic() + timeout_seconds
     workers: dict[str, dict] = {}
     failures: dict[str, dict] = {}
     last_seen: dict[str, dict] = {}
-    while True:
-        current = {str(d["id"]): d for d in all_dashboards()}
-        for dashboard_id in wanted:
-            if dashboard_id in workers or dashboard_id in failures:
-                continue
-            seen = current.get(dashboard_id, {"id": _json_id(dashboard_id), "status": "unknown"})
-            last_seen[dashboard_id] = seen
-            verdict = reached(seen)
-            if verdict is True:
-                workers[dashboard_id] = seen
-            elif verdict is False:
-                failures[dashboard_id] = seen
-        pending = [i for i in wanted if i not in workers and i not in failures]
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    try:
+        while True:
+            current = {str(d["id"]): d for d in all_dashboards()}
+            for dashboard_id in wanted:
+                if dashboard_id in workers or dashboard_id in failures:
+                    continue
+                seen = current.get(
+                    dashboard_id, {"id": _json_id(dashboard_id), "status": "unknown"}
+                )
+                last_seen[dashboard_id] = seen
+                verdict = reached(seen)
+                if verdict is True:
+                    workers[dashboard_id] = seen
+                elif verdict is False:
+                    failures[dashboard_id] = seen
+            progress.update(len(workers), len(failures))
+            pending = [i for i in wanted if i not in workers and i not in failures]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    finally:
+        progress.close()
     return {
         "workers": [workers[i] for i in wanted if i in workers],
         "failures": [failures.get(i) or last_seen[i] for i in wanted if i not in workers],

@@ -1,0 +1,126 @@
+"""The notebook experience, in a real IPython kernel driven through jupyter_client."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from api_data import MASTER_ID, OWNER, PROJECT, PROJECT_PATH, TOKEN, dashboard_json
+from kernels import NotebookKernel, throwaway_environment
+from werkzeug import Response
+from wheels import build_wheel
+
+pytestmark = pytest.mark.timeout(300)
+
+OFFLINE_PIP = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+@pytest.fixture
+def kernel(tmp_path, httpserver, monkeypatch):
+    """A kernel in a throwaway environment: a master dashboard of the project at ``httpserver``."""
+    for name in list(os.environ):
+        if name.startswith(("PIP_", "SENSE_")):
+            monkeypatch.delenv(name)
+    python = throwaway_environment(tmp_path / "env")
+    dashboard = {
+        "SENSE_API_URL": httpserver.url_for("/"),
+        "SENSE_OWNER_ID": OWNER,
+        "SENSE_PROJECT_ID": PROJECT,
+        "SENSE_DASHBOARD_ID": str(MASTER_ID),
+        "SENSE_MASTER_ID": "",
+        "SENSE_API_TOKEN": TOKEN,
+    }
+    started = NotebookKernel(python, tmp_path / "kernels", {**OFFLINE_PIP, **dashboard})
+    yield started
+    started.shutdown()
+
+
+def serve_package_index(httpserver, wheel, delay):
+    """A package index (PEP 503) offering ``wheel``, whose download takes ``delay`` seconds."""
+    project = wheel.name.split("-")[0].replace("_", "-")
+    httpserver.expect_request(f"/simple/{project}/").respond_with_data(
+        f'<html><body><a href="/files/{wheel.name}">{wheel.name}</a></body></html>',
+        content_type="text/html",
+    )
+
+    def slow_download(request):
+        time.sleep(delay)
+        return Response(wheel.read_bytes(), content_type="application/octet-stream")
+
+    httpserver.expect_request(f"/files/{wheel.name}").respond_with_handler(slow_download)
+    return httpserver.url_for("/simple/")
+
+
+def test_pip_output_reaches_the_cell_while_pip_runs_and_the_package_imports_next(
+    kernel, httpserver, tmp_path
+):
+    wheel = build_wheel(tmp_path, "sensedemo_stream", source="ANSWER = 42\n")
+    index = serve_package_index(httpserver, wheel, delay=2.0)
+
+    cell = kernel.run(
+        f"import sense\nsense.install('sensedemo-stream', arguments={{'index-url': {index!r}}})"
+    )
+
+    assert cell.error is None, cell.stream("stderr")
+    lines = [(at, m["content"]["text"]) for at, m in cell.outputs if m["msg_type"] == "stream"]
+    collecting = next(at for at, text in lines if "Collecting sensedemo-stream" in text)
+    installed = next(
+        at for at, text in lines if "Successfully installed sensedemo-stream-1.0" in text
+    )
+    # The first lines were in the cell while the download was still being held back.
+    assert installed - collecting > 1.0
+
+    next_cell = kernel.run("import sensedemo_stream\nprint(sensedemo_stream.ANSWER)")
+    assert next_cell.error is None
+    assert next_cell.stream("stdout") == "42\n"
+
+
+def test_a_failing_install_shows_pips_error_and_raises_in_the_cell(kernel):
+    cell = kernel.run("import sense\nsense.install('sense-no-such-package-77', flags=['no-index'])")
+    assert cell.error == "InstallError"
+    assert "No matching distribution found for sense-no-such-package-77" in cell.stream("stderr")
+
+
+def test_dashboards_render_as_a_table_and_stay_plain_lists_of_dicts(kernel, httpserver):
+    httpserver.expect_request(f"{PROJECT_PATH}/dashboards").respond_with_json(
+        [dashboard_json(MASTER_ID, master_id=None), dashboard_json(8)]
+    )
+    kernel.run("import sense\nworkers = sense.getWorkers()")
+
+    (result,) = kernel.run("workers").of_type("execute_result")
+    table = result["data"]["text/html"]
+    assert table.startswith("<table>")
+    for column in ("id", "status", "size", "project_ip", "started_at"):
+        assert f"<th>{column}</th>" in table
+    assert "<td>127.0.1.8</td>" in table and "<td>2026-11-25T19:00:01Z</td>" in table
+    assert result["data"]["text/plain"].startswith("[{'id': 3,")
+
+    (single,) = kernel.run("workers[1]").of_type("execute_result")
+    assert "<td>8</td>" in single["data"]["text/html"]
+
+    types = kernel.run("print(type(workers).__name__, {type(w).__name__ for w in workers})")
+    assert types.stream("stdout") == "list {'dict'}\n"
+
+    (plain,) = kernel.run("[1, 2, {'a': 1}]").of_type("execute_result")
+    assert "text/html" not in plain["data"]
+
+
+def test_await_workers_shows_progress_in_the_cell(kernel, httpserver):
+    polls = iter([{8: "starting", 9: "starting"}, {8: "running", 9: "starting"}])
+
+    def statuses(request):
+        current = next(polls, {8: "running", 9: "running"})
+        body = [dashboard_json(MASTER_ID, master_id=None)]
+        body += [dashboard_json(i, status=s) for i, s in current.items()]
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request(f"{PROJECT_PATH}/dashboards").respond_with_handler(statuses)
+    cell = kernel.run("import sense\nresult = sense.awaitWorkers([8, 9])")
+    assert cell.error is None
+    shown = cell.of_type("display_data")
+    updates = cell.of_type("update_display_data")
+    assert shown[0]["data"]["text/plain"].startswith("awaiting workers: 0 of 2 running")
+    assert updates[-1]["data"]["text/plain"].startswith("awaiting workers: 2 of 2 running")
+    assert {u["transient"]["display_id"] for u in updates} == {shown[0]["transient"]["display_id"]}
