@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, TOKEN
@@ -58,3 +59,17 @@ def fast_http(monkeypatch):
     rest._forget_session()  # the next request builds a session with these settings
     yield
     rest._forget_session()
+
+
+@pytest.fixture
+def recording_python(tmp_path, monkeypatch):
+    """Stands in for the interpreter: a real executable that records its argv, then fails."""
+    record = tmp_path / "argv.json"
+    fake = tmp_path / "python"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    return record

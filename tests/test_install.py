@@ -31,20 +31,6 @@ def offline_pip(monkeypatch):
     return monkeypatch
 
 
-@pytest.fixture
-def recording_python(tmp_path, monkeypatch):
-    """Stands in for the interpreter: a real executable that records its argv, then fails."""
-    record = tmp_path / "argv.json"
-    fake = tmp_path / "python"
-    fake.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n"
-    )
-    fake.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake))
-    return record
-
-
 def run_in(python: str | Path, code: str, **env: str) -> subprocess.CompletedProcess:
     """Run ``code`` with another interpreter that imports this checkout's ``sense``."""
     child_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env}
