@@ -1,0 +1,277 @@
+"""The REST API of the local server (SPEC §2) as a FastAPI app.
+
+Routes hold no state: each translates HTTP into one call on the
+:class:`~sense.local.project.LocalProject` kept in ``app.state.project``.
+
+Example
+-------
+>>> app = create_app(project, Credentials(token="t0k3n"))       # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sense import __version__
+from sense.local.models import Dashboard, Error, LaunchRequest, Project, StopRequest
+from sense.local.project import LocalProject, ProjectError
+
+MAX_BODY = 1024 * 1024
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+_ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429)}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who may call the API: the token as user with an empty password, or a username/password."""
+
+    token: str
+    username: str | None = None
+    password: str | None = None
+
+    def accept(self, user: str, password: str) -> bool:
+        # compare_digest on both, always, so that timing tells nothing about either.
+        by_token = secrets.compare_digest(user.encode(), self.token.encode()) & (password == "")
+        by_password = self.username is not None and self.password is not None
+        by_password = by_password and secrets.compare_digest(
+            f"{user}:{password}".encode(), f"{self.username}:{self.password}".encode()
+        )
+        return bool(by_token or by_password)
+
+
+def create_app(project: LocalProject, credentials: Credentials, *, max_body: int = MAX_BODY):
+    """The app serving ``project`` to callers who present ``credentials``."""
+    app = FastAPI(
+        title="sense local server",
+        version=__version__,
+        description="A Sense-compatible REST API whose dashboards are processes on this machine.",
+    )
+    app.state.project = project
+    app.state.credentials = credentials
+    app.state.max_body = max_body
+    _install_error_handlers(app)
+    app.include_router(health)
+    app.include_router(projects)
+    return app
+
+
+# -- dependencies ------------------------------------------------------------------------------
+
+
+def require_auth(request: Request) -> None:
+    """HTTP Basic authentication against the server's credentials; 401 otherwise."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    user = password = None
+    if scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user = None
+    if user is None or not request.app.state.credentials.accept(user, password):
+        raise HTTPException(
+            401,
+            "authentication required: HTTP Basic with the API token as user and an empty "
+            "password (sense.getAuth())",
+            headers={"WWW-Authenticate": 'Basic realm="sense"'},
+        )
+
+
+def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
+    """The project named in the path; 404 for any other (another owner's included)."""
+    project: LocalProject = request.app.state.project
+    if (owner_id, project_id) != (project.info.owner_id, project.info.project_id):
+        raise HTTPException(404, f"no project {project_id!r} of owner {owner_id!r} here")
+    return project
+
+
+ThisProject = Annotated[LocalProject, Depends(this_project)]
+
+
+async def read_body(request: Request) -> dict | list[tuple[str, str]]:
+    """The body as a dict (JSON) or a list of fields (a form), refused past ``max_body`` bytes."""
+    limit = request.app.state.max_body
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body is larger than {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the body is larger than {limit} bytes")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _FORMS:
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form()
+        return [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError as error:
+        raise HTTPException(400, f"the body is neither JSON nor a form: {error}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, "the body should be a JSON object")
+    return data
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/health")
+def get_health() -> dict:
+    """Ready to serve; needs no credentials."""
+    return {"status": "ok"}
+
+
+projects = APIRouter(
+    prefix="/users/{owner_id}/projects/{project_id}",
+    dependencies=[Depends(require_auth)],
+    responses=_ERRORS,
+    tags=["project"],
+)
+
+
+@projects.get("", response_model=Project)
+def get_project(project: ThisProject):
+    """The project."""
+    info = project.info
+    return {
+        "id": info.project_id,
+        "owner_id": info.owner_id,
+        "name": info.project_id,
+        "directory": info.directory,
+        "dashboards_url": f"{info.url}/dashboards",
+    }
+
+
+@projects.get("/dashboards", response_model=list[Dashboard])
+@projects.get("/dashboards/", response_model=list[Dashboard], include_in_schema=False)
+def list_dashboards(project: ThisProject):
+    """Every dashboard of the project, whatever its status, oldest first."""
+    return project.dashboards()
+
+
+_LAUNCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": LaunchRequest.model_json_schema()},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@projects.post("/dashboards", status_code=201, response_model=Dashboard, openapi_extra=_LAUNCH_BODY)
+@projects.post("/dashboards/", status_code=201, response_model=Dashboard, include_in_schema=False)
+async def launch_dashboard(request: Request, project: ThisProject):
+    """Launch a dashboard: a worker of ``master_id``, or a master without it.
+
+    Startup fields may be spelled ``startup_script``/``startup_code``,
+    ``startupScript``/``startupCode`` or ``script``/``code``; a form carries
+    ``env`` as JSON text or as ``env[NAME]`` fields.
+    """
+    data = await read_body(request)
+    if isinstance(data, list):
+        try:
+            data = LaunchRequest.from_form(data)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+    launch = LaunchRequest.model_validate(data)
+    return await run_in_threadpool(project.launch, launch)
+
+
+@projects.get("/dashboards/{dashboard_id}", response_model=Dashboard)
+def get_dashboard(dashboard_id: int, project: ThisProject):
+    """One dashboard."""
+    return project.dashboard(dashboard_id)
+
+
+@projects.patch(
+    "/dashboards/{dashboard_id}",
+    response_model=Dashboard,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": StopRequest.model_json_schema()}}
+        }
+    },
+)
+async def patch_dashboard(dashboard_id: int, request: Request, project: ThisProject):
+    """Stop a dashboard with ``{"status": "stopped"}``; returns it once it has ended."""
+    data = await read_body(request)
+    StopRequest.model_validate(dict(data) if isinstance(data, list) else data)
+    return await run_in_threadpool(project.stop, dashboard_id)
+
+
+@projects.put("/dashboards/{dashboard_id}/stop", response_model=Dashboard)
+def stop_dashboard(dashboard_id: int, project: ThisProject):
+    """Stop a dashboard (the later generation's call); returns it once it has ended."""
+    return project.stop(dashboard_id)
+
+
+@projects.get("/dashboards/{dashboard_id}/workers", response_model=list[Dashboard])
+def list_workers(dashboard_id: int, project: ThisProject):
+    """The running workers of master ``dashboard_id``."""
+    return project.workers(dashboard_id)
+
+
+@projects.get("/dashboards/{dashboard_id}/logs", response_class=PlainTextResponse)
+def get_logs(dashboard_id: int, project: ThisProject):
+    """The dashboard's output so far, as text."""
+    return project.logs(dashboard_id)
+
+
+# -- errors: always {"error": "..."} -------------------------------------------------------------
+
+
+def describe(errors: list[dict]) -> str:
+    """Validation errors as one line that names each field."""
+    parts = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "path", "query")]
+        message = error.get("msg", "").removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def answer(status: int, message: str, headers=None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        return answer(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request, error):
+        return answer(422, describe(error.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def body_invalid(request, error):
+        return answer(422, describe(error.errors()))
+
+    @app.exception_handler(ProjectError)
+    async def refused(request, error):
+        return answer(error.status, str(error))
+
+    @app.exception_handler(Exception)
+    async def crashed(request, error):
+        return answer(500, f"internal error: {type(error).__name__}: {error}")

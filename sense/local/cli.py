@@ -1,0 +1,297 @@
+"""The ``sense`` command: run a script as the master of a local project, or serve one.
+
+Examples
+--------
+::
+
+    sense run examples/cluster.py        # the script is the master; workers print as [worker N]
+    sense server --port 8000             # prints the variables that make a shell its master
+    sense ps; sense logs 3; sense stop 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sense.local import LocalServer
+
+_EXAMPLES = """\
+examples:
+  sense run examples/cluster.py          run a script as the master dashboard
+  sense server --port 8000               serve a project; prints the shell variables
+  sense ps                               list the dashboards of the project here
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sense`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as error:  # one line for the user, not a traceback
+        from sense.errors import SenseError
+
+        if not isinstance(error, (SenseError, OSError)):
+            raise
+        print(f"sense: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sense",
+        description="A local Sense server: worker dashboards are processes on this machine.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a script as the master dashboard of a local project",
+        description="Start a local project, run SCRIPT as its master dashboard with the full "
+        "dashboard environment, show workers' output prefixed by their id, and stop everything "
+        "when SCRIPT ends. The exit status is SCRIPT's.",
+    )
+    run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+    _server_options(run, default_port=0)
+    run.set_defaults(command=_run)
+
+    server = commands.add_parser(
+        "server",
+        help="serve a local project until interrupted",
+        description="Serve a local project and print the variables that make a shell (or a "
+        "notebook started from it) its master dashboard. Ctrl-C stops it and every dashboard.",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    _server_options(server, default_port=0)
+    server.set_defaults(command=_serve)
+
+    ps = commands.add_parser("ps", help="list the dashboards of a running local project")
+    _client_options(ps)
+    ps.add_argument("-a", "--all", action="store_true", help="ended dashboards too")
+    ps.set_defaults(command=_ps)
+
+    logs = commands.add_parser("logs", help="print a dashboard's output")
+    _client_options(logs)
+    logs.add_argument("id", type=int, metavar="ID", help="the dashboard")
+    logs.set_defaults(command=_logs)
+
+    stop = commands.add_parser("stop", help="stop dashboards (all of them without IDs)")
+    _client_options(stop)
+    stop.add_argument("ids", type=int, nargs="*", metavar="ID", help="the dashboards to stop")
+    stop.set_defaults(command=_stop)
+    return parser
+
+
+def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=None,
+        help="dashboards allowed to run at once (default: $SENSE_LOCAL_MAX_WORKERS, else "
+        "4 per CPU, at least 8)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds between SIGTERM and SIGKILL when stopping a dashboard (default 3)",
+    )
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project-dir",
+        default=None,
+        help="the project whose server to ask (default: the one in this shell's SENSE_* "
+        "environment, else the one served from here)",
+    )
+
+
+def _open(args) -> LocalServer:
+    return LocalServer(
+        args.project_dir,
+        host=getattr(args, "host", "127.0.0.1"),
+        port=args.port,
+        max_workers=args.max_workers,
+        grace=args.grace,
+    )
+
+
+# -- run and server ------------------------------------------------------------------------------
+
+
+def _run(args) -> int:
+    from sense.local.console import LogFollower
+
+    script = os.path.abspath(args.script)
+    if not os.path.isfile(script):
+        print(f"sense run: no such script: {args.script}", file=sys.stderr)
+        return 2
+    server = _open(args)
+    follower = None
+    try:
+        project = server.project
+        master = project.run_master(script, args.args)
+        follower = LogFollower(project, server.state.log_path, sys.stdout, after=master["id"])
+        follower.start()
+        code = _wait_for(project, master["id"])
+    finally:
+        # Every dashboard ends first, so that the follower shows their last words.
+        server.project.shutdown()
+        if follower is not None:
+            follower.stop()
+        server.stop()
+    return 128 - code if code < 0 else code
+
+
+def _wait_for(project, dashboard_id: int) -> int:
+    """Wait for the master script to end, passing Ctrl-C on to it; its exit code."""
+    interrupts = []
+
+    def on_interrupt(signum, frame):
+        # The script has its own session, out of reach of the terminal's Ctrl-C: pass it on.
+        # A second Ctrl-C means: stop everything now.
+        interrupts.append(signum)
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt
+        project.interrupt(dashboard_id)
+
+    def on_terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    with _signals({signal.SIGINT: on_interrupt, signal.SIGTERM: on_terminate}):
+        while (code := project.wait(dashboard_id, 0.2)) is None:
+            pass
+    return code
+
+
+def _serve(args) -> int:
+    with _open(args) as server:
+        server.attach(set_environ=False)
+        print(f"Local Sense server for {server.project_dir} at {server.url}")
+        print("To make a shell (or a notebook started from it) its master dashboard, run:\n")
+        # The one deliberate place where the token is shown: the user asked for it.
+        for name, value in server.master_environment().items():
+            print(f"export {name}={shlex.quote(value)}")
+        print("\nCtrl-C stops the server and every dashboard.", flush=True)
+        done = threading.Event()
+
+        def finish(signum, frame):
+            done.set()
+
+        with _signals({signal.SIGINT: finish, signal.SIGTERM: finish}):
+            while not done.wait(0.5):
+                pass
+    return 0
+
+
+class _signals:
+    """Install signal handlers for the duration of a block."""
+
+    def __init__(self, handlers: dict) -> None:
+        self.handlers = handlers
+        self.saved: dict = {}
+
+    def __enter__(self) -> None:
+        for signum, handler in self.handlers.items():
+            self.saved[signum] = signal.signal(signum, handler)
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+
+
+# -- ps, logs, stop: a client of a running server -----------------------------------------------
+
+
+def _ps(args) -> int:
+    dashboards = _request(args, "GET", "/dashboards").json()
+    if not args.all:
+        dashboards = [d for d in dashboards if d["status"] in ("starting", "running")]
+    print(f"{'ID':>4}  {'STATUS':<9} {'MASTER':>6}  {'PROJECT IP':<15} {'EXIT':>4}  NAME")
+    for d in dashboards:
+        master = "" if d["master_id"] is None else d["master_id"]
+        code = "" if d["exit_code"] is None else d["exit_code"]
+        print(
+            f"{d['id']:>4}  {d['status']:<9} {master:>6}  {d['project_ip']:<15} {code:>4}  "
+            f"{d['name']}"
+        )
+    return 0
+
+
+def _logs(args) -> int:
+    sys.stdout.write(_request(args, "GET", f"/dashboards/{args.id}/logs").text)
+    return 0
+
+
+def _stop(args) -> int:
+    ids = args.ids
+    if not ids:
+        dashboards = _request(args, "GET", "/dashboards").json()
+        ids = [d["id"] for d in dashboards if d["status"] in ("starting", "running")]
+    status = 0
+    for dashboard_id in ids:
+        answer = _request(
+            args, "PATCH", f"/dashboards/{dashboard_id}", ok=False, json={"status": "stopped"}
+        )
+        if answer.ok:
+            print(f"{dashboard_id}: {answer.json()['status']}")
+        else:
+            print(f"{dashboard_id}: {_error_of(answer)}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
+    """A request to the project of ``args``; raises SenseError unless ``ok`` is False."""
+    import requests
+
+    from sense.errors import SenseError
+
+    project_url, auth = _find_server(args.project_dir)
+    try:
+        answer = requests.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
+    except requests.ConnectionError:
+        raise SenseError(f"no local Sense server answers at {project_url}") from None
+    if ok and not answer.ok:
+        raise SenseError(f"{method} {path}: {answer.status_code} {_error_of(answer)}")
+    return answer
+
+
+def _error_of(answer) -> str:
+    try:
+        return answer.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return answer.text
+
+
+def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
+    """The project URL and credentials: from the SENSE_* environment, else from ``.sense/``."""
+    from sense.errors import SenseError
+    from sense.local.statedir import DIRECTORY, StateDir
+
+    url = os.environ.get("SENSE_PROJECT_URL")
+    token = os.environ.get("SENSE_API_TOKEN") or os.environ.get("SENSE_API_KEY")
+    if project_dir is None and url and token:
+        return url, (token, "")
+    directory = Path(project_dir if project_dir is not None else os.getcwd())
+    record = StateDir(directory).read_server_file() if (directory / DIRECTORY).is_dir() else {}
+    if not record:
+        raise SenseError(
+            f"no local Sense server is running for {directory.resolve()} "
+            "(start one with `sense server` or `sense run SCRIPT`)"
+        )
+    return record["project_url"], (StateDir(directory).token(), "")

@@ -1,0 +1,138 @@
+"""The dashboards of a local project, kept in sqlite so that a restart keeps the history.
+
+Rows are plain dicts. Besides the fields of a dashboard (SPEC §3) a row has
+``kind`` (``"api"``: launched through the REST API; ``"console"``: the
+script of ``sense run``; ``"attached"``: the process that runs the server)
+and ``handle`` (what the supervisor needs to find the process again).
+
+Example
+-------
+>>> store = Store(":memory:")
+>>> row = store.insert(name="worker", status="starting", kind="api")
+>>> store.update(row["id"], status="running")["status"]
+'running'
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+
+ACTIVE = ("starting", "running")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dashboards (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL DEFAULT '',
+    engine TEXT NOT NULL DEFAULT 'sense-ipython-engine',
+    size TEXT NOT NULL DEFAULT '"small"',
+    status TEXT NOT NULL,
+    master_id INTEGER,
+    startup_script TEXT NOT NULL DEFAULT '',
+    startup_code TEXT NOT NULL DEFAULT '',
+    env TEXT NOT NULL DEFAULT '{}',
+    project_ip TEXT NOT NULL DEFAULT '',
+    public_port_mapping TEXT NOT NULL DEFAULT '{}',
+    exit_code INTEGER,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    stopped_at TEXT,
+    kind TEXT NOT NULL,
+    handle TEXT NOT NULL DEFAULT '{}'
+)
+"""
+# Stored as JSON text: size may be a name or an int.
+# Column names in the SQL below come from this package's code, never from a request.
+_JSON_COLUMNS = ("size", "env", "public_port_mapping", "handle")
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 ending in ``Z``."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class Store:
+    """Dashboard rows in one sqlite file, safe to use from many threads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file (``":memory:"`` for a throwaway store).
+    """
+
+    def __init__(self, path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def insert(self, **fields) -> dict:
+        """Add a dashboard; ``id`` and ``created_at`` are filled in. Returns the row."""
+        fields.setdefault("created_at", now())
+        names = list(fields)
+        values = [_encode(name, fields[name]) for name in names]
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT INTO dashboards ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})",
+                values,
+            )
+            return self._get(cursor.lastrowid)
+
+    def update(self, dashboard_id: int, *, only_if_status=None, **fields) -> dict | None:
+        """Change fields of a dashboard; returns the row, or None if there is no such dashboard.
+
+        With ``only_if_status`` (a tuple of statuses), the change is made only if the
+        dashboard's status is one of them at that moment.
+        """
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [_encode(name, value) for name, value in fields.items()]
+        condition = "id = ?"
+        values.append(dashboard_id)
+        if only_if_status:
+            condition += f" AND status IN ({', '.join('?' for _ in only_if_status)})"
+            values += list(only_if_status)
+        with self._lock:
+            self._db.execute(f"UPDATE dashboards SET {assignments} WHERE {condition}", values)
+            return self._get(dashboard_id)
+
+    def get(self, dashboard_id: int) -> dict | None:
+        """One dashboard, or None."""
+        with self._lock:
+            return self._get(dashboard_id)
+
+    def select(self, *, status=None, master_id=None, kind=None) -> list[dict]:
+        """The dashboards matching every condition given (a tuple means any of), oldest first."""
+        conditions, values = [], []
+        for column, wanted in (("status", status), ("master_id", master_id), ("kind", kind)):
+            if wanted is None:
+                continue
+            wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+            conditions.append(f"{column} IN ({', '.join('?' for _ in wanted)})")
+            values += list(wanted)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM dashboards{where} ORDER BY id", values)
+            return [_decode(row) for row in rows]
+
+    def _get(self, dashboard_id: int) -> dict | None:
+        row = self._db.execute("SELECT * FROM dashboards WHERE id = ?", (dashboard_id,)).fetchone()
+        return _decode(row) if row is not None else None
+
+
+def _encode(name: str, value):
+    return json.dumps(value) if name in _JSON_COLUMNS else value
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    record = dict(row)
+    for name in _JSON_COLUMNS:
+        record[name] = json.loads(record[name])
+    return record

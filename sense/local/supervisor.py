@@ -1,0 +1,275 @@
+"""Who runs the dashboards: an interface, and its first backend, local processes.
+
+A supervisor starts one dashboard's job, tells its owner when the job is up
+and when it has ended, stops it, and serves its output. Another backend (an
+existing cluster engine) can take the place of :class:`LocalProcessSupervisor`
+by implementing :class:`Supervisor`.
+
+Example
+-------
+>>> events = []
+>>> sup = LocalProcessSupervisor(                          # doctest: +SKIP
+...     "/tmp/project", lambda id: f"/tmp/project/.sense/logs/{id}.log",
+...     on_running=lambda id: events.append(("running", id)),
+...     on_exit=lambda id, code, stopped: events.append(("exit", id, code)))
+>>> handle = sup.launch(1, Job(code="print('hi')", env=dict(os.environ)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENGINE = str(Path(__file__).with_name("engine.py"))
+DEFAULT_GRACE = 3.0
+
+
+@dataclass
+class Job:
+    """What one dashboard runs: ``code``, else ``script`` with ``argv``, else nothing (idle).
+
+    ``console`` shares the supervisor's own terminal instead of a log file
+    (the script of ``sense run``).
+    """
+
+    code: str = ""
+    script: str = ""
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    console: bool = False
+
+    def message(self) -> bytes:
+        """The job as the engine reads it: one JSON line."""
+        if self.code:
+            job = {"code": self.code}
+        elif self.script:
+            job = {"script": self.script, "argv": self.argv}
+        else:
+            job = {}
+        return json.dumps(job).encode() + b"\n"
+
+
+class Supervisor(abc.ABC):
+    """Runs dashboards' jobs and reports on them.
+
+    Parameters
+    ----------
+    on_running : callable(dashboard_id)
+        Called once the job's process is up, before the job itself starts.
+    on_exit : callable(dashboard_id, exit_code, stopped)
+        Called once the job has ended; ``stopped`` says whether :meth:`stop` ended it.
+    """
+
+    def __init__(
+        self, on_running: Callable[[int], None], on_exit: Callable[[int, int, bool], None]
+    ) -> None:
+        self.on_running = on_running
+        self.on_exit = on_exit
+
+    @abc.abstractmethod
+    def launch(self, dashboard_id: int, job: Job) -> dict:
+        """Start the job; return a JSON-able handle that :meth:`cleanup` can use after a restart."""
+
+    @abc.abstractmethod
+    def stop(self, dashboard_id: int) -> None:
+        """End the job (politely, then by force) and return once it has ended."""
+
+    @abc.abstractmethod
+    def interrupt(self, dashboard_id: int) -> None:
+        """Interrupt the job as Ctrl-C in a terminal would (SIGINT)."""
+
+    @abc.abstractmethod
+    def status(self, dashboard_id: int) -> str | None:
+        """``"starting"``, ``"running"`` or ``"ended"``; None for a job it never ran."""
+
+    @abc.abstractmethod
+    def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
+        """Wait for the job to end; its exit code, or None if it is still running."""
+
+    @abc.abstractmethod
+    def logs(self, dashboard_id: int) -> str:
+        """The job's output so far."""
+
+    @abc.abstractmethod
+    def cleanup(self, handles: Iterable[dict]) -> None:
+        """End whatever is still running of jobs that an earlier run of the server launched."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop every job."""
+
+
+@dataclass
+class _Process:
+    popen: subprocess.Popen
+    channel: socket.socket
+    job: Job
+    state: str = "starting"
+    stopped: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalProcessSupervisor(Supervisor):
+    """Each dashboard is a process group on this machine running ``engine.py``.
+
+    Parameters
+    ----------
+    project_dir : path
+        The working directory of every job.
+    log_path : callable(dashboard_id) -> path
+        Where each dashboard's output goes.
+    grace : float
+        Seconds between SIGTERM and SIGKILL when stopping.
+    python : str
+        The interpreter; the server's own by default.
+    """
+
+    def __init__(
+        self,
+        project_dir,
+        log_path: Callable[[int], Path],
+        on_running: Callable[[int], None],
+        on_exit: Callable[[int, int, bool], None],
+        *,
+        grace: float = DEFAULT_GRACE,
+        python: str = sys.executable,
+    ) -> None:
+        super().__init__(on_running, on_exit)
+        self.project_dir = str(project_dir)
+        self.log_path = log_path
+        self.grace = grace
+        self.python = python
+        self._processes: dict[int, _Process] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, dashboard_id: int, job: Job) -> dict:
+        ours, theirs = socket.socketpair()
+        with open(self.log_path(dashboard_id), "ab") as log:
+            if job.console:
+                log.write(b"(this dashboard's output goes to the console of `sense run`)\n")
+            output = None if job.console else log
+            try:
+                popen = subprocess.Popen(
+                    [self.python, ENGINE, "--fd", str(theirs.fileno())],
+                    cwd=self.project_dir,
+                    env=job.env,
+                    stdin=None if job.console else subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=None if job.console else subprocess.STDOUT,
+                    pass_fds=(theirs.fileno(),),
+                    # Its own process group, so that stopping it reaches everything it started.
+                    start_new_session=True,
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                # Only the job may hold this end: the server's end closing must mean EOF there.
+                theirs.close()
+        process = _Process(popen, ours, job)
+        with self._lock:
+            self._processes[dashboard_id] = process
+        threading.Thread(
+            target=self._watch,
+            args=(dashboard_id, process),
+            daemon=True,
+            name=f"sense-dashboard-{dashboard_id}",
+        ).start()
+        return {"pid": popen.pid, "start_time": _start_time(popen.pid)}
+
+    def _watch(self, dashboard_id: int, process: _Process) -> None:
+        try:
+            if process.channel.recv(1) == b"R":
+                process.state = "running"
+                # Recorded before the job starts, so the job sees itself running.
+                self.on_running(dashboard_id)
+                process.channel.sendall(process.job.message())
+        except OSError:
+            pass  # the engine died before it was ready: its exit code tells
+        code = process.popen.wait()
+        # Whatever the job left behind in its group ends with it.
+        _signal_group(process.popen, signal.SIGKILL)
+        process.state = "ended"
+        try:
+            self.on_exit(dashboard_id, code, process.stopped)
+        finally:
+            process.channel.close()
+            process.ended.set()
+
+    def stop(self, dashboard_id: int) -> None:
+        process = self._processes.get(dashboard_id)
+        if process is None or process.ended.is_set():
+            return
+        process.stopped = True
+        _signal_group(process.popen, signal.SIGTERM)
+        if not process.ended.wait(self.grace):
+            _signal_group(process.popen, signal.SIGKILL)
+            process.ended.wait(self.grace)
+
+    def status(self, dashboard_id: int) -> str | None:
+        process = self._processes.get(dashboard_id)
+        return None if process is None else process.state
+
+    def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
+        process = self._processes.get(dashboard_id)
+        if process is None or not process.ended.wait(timeout):
+            return None
+        return process.popen.returncode
+
+    def interrupt(self, dashboard_id: int) -> None:
+        process = self._processes.get(dashboard_id)
+        if process is not None:
+            _signal_group(process.popen, signal.SIGINT)
+
+    def logs(self, dashboard_id: int) -> str:
+        try:
+            return Path(self.log_path(dashboard_id)).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def cleanup(self, handles: Iterable[dict]) -> None:
+        for handle in handles:
+            pid, started = handle.get("pid"), handle.get("start_time")
+            # Without a start time to compare, a reused pid cannot be told apart: leave it.
+            if pid and started is not None and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            ids = list(self._processes)
+        stoppers = [threading.Thread(target=self.stop, args=(i,)) for i in ids]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+
+def _signal_group(popen: subprocess.Popen, signum: int) -> None:
+    """Signal the process group that ``popen`` leads, if it still exists.
+
+    Safe against pid reuse: the number is never handed out again while the
+    leader is unreaped, nor while any member of its group lives.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signum)
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), to tell pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name may hold spaces and parentheses: count fields after its end.
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None

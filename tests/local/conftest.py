@@ -1,0 +1,138 @@
+"""Fixtures of the local server's tests: real servers on free ports, real worker processes.
+
+Every test checks at its end that no process it started is left (``no_strays``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from sense.local import LocalServer
+from sense.local.engine import __file__ as ENGINE_FILE
+
+ENGINE = os.path.basename(ENGINE_FILE)
+SENSE = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``condition()`` until it returns something true; return that, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {condition.__name__}")
+        time.sleep(interval)
+
+
+def engine_processes() -> list[psutil.Process]:
+    """Every process on this machine running this checkout's worker engine."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if any(part.endswith(ENGINE) and "sense" in part for part in cmdline):
+            found.append(process)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_strays():
+    """Fail a test that leaves a worker process behind (after giving it 5 s to end)."""
+    before = {p.pid for p in engine_processes()}
+    yield
+    _, alive = psutil.wait_procs([p for p in engine_processes() if p.pid not in before], timeout=5)
+    for process in alive:
+        process.kill()
+    assert not alive, f"worker processes left running: {[p.pid for p in alive]}"
+
+
+class Api:
+    """``requests`` aimed at one project, with its credentials."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        self.url = server.project_url
+        self.auth = (server.project.info.token, "")
+
+    def __call__(self, method: str, path: str = "", **kwargs) -> requests.Response:
+        kwargs.setdefault("auth", self.auth)
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.url + path, **kwargs)
+
+    def launch(self, status: int = 201, **body) -> dict:
+        """Launch under the server's master unless told otherwise; check the status."""
+        body.setdefault("master_id", self.server.master["id"])
+        answer = self("POST", "/dashboards", json=body)
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    def get(self, dashboard_id: int) -> dict:
+        return self("GET", f"/dashboards/{dashboard_id}").json()
+
+    def wait_status(self, dashboard_id: int, *statuses: str, timeout: float = 10.0) -> dict:
+        def reached():
+            dashboard = self.get(dashboard_id)
+            return dashboard if dashboard["status"] in statuses else None
+
+        reached.__name__ = f"dashboard {dashboard_id} to be {' or '.join(statuses)}"
+        return wait_for(reached, timeout)
+
+    def logs(self, dashboard_id: int) -> str:
+        return self("GET", f"/dashboards/{dashboard_id}/logs").text
+
+
+@pytest.fixture
+def project_dir(tmp_path) -> Path:
+    directory = tmp_path / "project"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def server(project_dir):
+    """A local server whose master is this test process (its environment left alone)."""
+    with LocalServer(project_dir, grace=1.0) as running:
+        running.attach(set_environ=False)
+        yield running
+
+
+@pytest.fixture
+def api(server) -> Api:
+    return Api(server)
+
+
+@pytest.fixture
+def local_master(project_dir, monkeypatch):
+    """``sense.local.start()``: this process is the master dashboard, its environment set."""
+    import sense.local
+
+    for name in list(os.environ):
+        if name.startswith("SENSE_"):
+            monkeypatch.delenv(name)
+    server = sense.local.start(project_dir, grace=1.0)
+    yield server
+    sense.local.stop()
+
+
+def sense_command(*args: str, cwd, **kwargs) -> subprocess.Popen:
+    """The ``sense`` command as a child process, run with this interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")}
+    env.update(kwargs.pop("env", {}))
+    return subprocess.Popen(
+        [*SENSE, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )

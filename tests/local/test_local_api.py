@@ -1,0 +1,301 @@
+"""Every route of the REST contract (SPEC §2) and every error, against a real local server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from conftest import Api
+
+from sense.local import LocalServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_health_answers_without_credentials(server):
+    answer = requests.get(f"{server.url}/health", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "auth", [None, ("wrong-token", ""), ("TOKEN", "a-password")], ids=["none", "wrong", "password"]
+)
+def test_project_routes_need_the_token_as_user_with_an_empty_password(api, auth):
+    if auth and auth[0] == "TOKEN":
+        auth = (api.auth[0], auth[1])
+    answer = api("GET", "/dashboards", auth=auth)
+    assert answer.status_code == 401
+    assert "error" in answer.json()
+    assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert api.auth[0] not in answer.text
+
+
+def test_a_configured_username_and_password_are_accepted_too(project_dir):
+    with LocalServer(project_dir, username="ada", password="lovelace") as server:
+        answer = requests.get(server.project_url, auth=("ada", "lovelace"), timeout=10)
+        assert answer.status_code == 200
+        wrong = requests.get(server.project_url, auth=("ada", "babbage"), timeout=10)
+        assert wrong.status_code == 401
+
+
+def test_the_project_is_served_at_its_url(api, server):
+    project = api("GET").json()
+    info = server.project.info
+    assert project["id"] == info.project_id == "project"
+    assert project["owner_id"] == info.owner_id
+    assert project["name"] == "project"
+
+
+@pytest.mark.parametrize("path", ["/users/someone-else/projects/project", "/users/x/projects/y"])
+def test_another_owners_project_is_not_found(api, server, path):
+    answer = requests.get(server.url + path + "/dashboards", auth=api.auth, timeout=10)
+    assert answer.status_code == 404
+    assert "no project" in answer.json()["error"]
+
+
+def test_dashboards_are_listed_with_or_without_a_trailing_slash(api, server):
+    plain = api("GET", "/dashboards").json()
+    slashed = api("GET", "/dashboards/").json()
+    assert plain == slashed
+    assert [d["id"] for d in plain] == [server.master["id"]]
+
+
+def test_a_launch_answers_201_with_a_dashboard_shaped_as_the_spec_says(api, server):
+    worker = api.launch(startup_code="pass", env={"ROLE": "worker"}, size=2)
+    assert worker["status"] == "starting"
+    assert worker["master_id"] == server.master["id"]
+    assert worker["size"] == 2
+    assert worker["engine"] == "sense-ipython-engine"
+    assert worker["env"] == {"ROLE": "worker"}
+    assert worker["public_dns"] == "localhost"
+    assert worker["created_at"].endswith("Z")
+    ports = worker["public_port_mapping"]
+    assert len(ports) == 1 and all(int(k) == v for k, v in ports.items())
+    expected = {
+        "id",
+        "name",
+        "project_id",
+        "owner_id",
+        "engine",
+        "size",
+        "status",
+        "master_id",
+        "startup_script",
+        "startup_code",
+        "env",
+        "project_ip",
+        "public_dns",
+        "public_port_mapping",
+        "exit_code",
+        "created_at",
+        "started_at",
+        "stopped_at",
+    }
+    assert set(worker) == expected
+    assert api.get(worker["id"])["id"] == worker["id"]
+    api.wait_status(worker["id"], "stopped")
+
+
+@pytest.mark.parametrize(
+    "code_field", ["startup_code", "startupCode", "code"], ids=lambda name: name
+)
+def test_a_form_encoded_launch_reads_every_spelling_of_the_startup_code(api, server, code_field):
+    data = {code_field: "print('formed')", "master_id": str(server.master["id"]), "size": "medium"}
+    answer = api("POST", "/dashboards", data=data)
+    assert answer.status_code == 201, answer.text
+    worker = answer.json()
+    assert worker["startup_code"] == "print('formed')"
+    assert worker["size"] == "medium"
+    api.wait_status(worker["id"], "stopped")
+    assert "formed" in api.logs(worker["id"])
+
+
+@pytest.mark.parametrize("script_field", ["startup_script", "startupScript", "script"])
+def test_every_spelling_of_the_startup_script_is_read(api, project_dir, script_field):
+    (project_dir / "job.py").write_text("print('scripted')\n")
+    worker = api.launch(**{script_field: "job.py"})
+    assert worker["startup_script"] == "job.py"
+    api.wait_status(worker["id"], "stopped")
+    assert "scripted" in api.logs(worker["id"])
+
+
+def test_a_form_carries_env_as_json_or_as_bracketed_fields(api, server):
+    master = str(server.master["id"])
+    as_json = api("POST", "/dashboards", data={"master_id": master, "env": '{"A": "1"}'}).json()
+    bracketed = api("POST", "/dashboards", data={"master_id": master, "env[B]": "2"}).json()
+    assert as_json["env"] == {"A": "1"}
+    assert bracketed["env"] == {"B": "2"}
+    for worker in (as_json, bracketed):
+        api("PUT", f"/dashboards/{worker['id']}/stop")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"size": "huge"}, "size"),
+        ({"size": 17}, "size"),
+        ({"startup_code": "a", "startup_script": "b.py"}, "startup_script and startup_code"),
+        ({"code": "a", "startupCode": "b"}, "startupCode and code"),
+        ({"env": {"SENSE_API_TOKEN": "mine"}}, "SENSE_API_TOKEN"),
+        ({"env": {"SENSE_PORT1": "80"}}, "SENSE_PORT1"),
+        ({"env": {"A": 1}}, "env"),
+        ({"engine": "sense-r-engine"}, "engine"),
+        ({"master_id": "three"}, "master_id"),
+        ({"colour": "blue"}, "colour"),
+    ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else value,
+)
+def test_a_bad_launch_body_is_refused_naming_the_field(api, body, named):
+    answer = api("POST", "/dashboards", json=body)
+    assert answer.status_code == 422
+    assert set(answer.json()) == {"error"}
+    assert named in answer.json()["error"]
+
+
+def test_a_body_that_is_not_json_is_a_400(api):
+    answer = api("POST", "/dashboards", data=b"{not json", headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 400
+    assert "JSON" in answer.json()["error"]
+
+
+def test_an_oversized_body_is_a_413(api):
+    answer = api("POST", "/dashboards", json={"startup_code": "#" * (1024 * 1024 + 1)})
+    assert answer.status_code == 413
+    assert "larger" in answer.json()["error"]
+
+
+def test_a_launch_under_a_master_that_is_not_running_is_a_409(api):
+    master = api.launch(master_id=None)  # an idle master of its own
+    api("PUT", f"/dashboards/{master['id']}/stop")
+    answer = api("POST", "/dashboards", json={"master_id": master["id"]})
+    assert answer.status_code == 409
+    assert "not a running master" in answer.json()["error"]
+    assert api("POST", "/dashboards", json={"master_id": 999}).status_code == 409
+
+
+def test_a_launch_from_a_worker_is_a_409(api):
+    worker = api.launch()
+    api.wait_status(worker["id"], "running")
+    answer = api("POST", "/dashboards", json={"master_id": str(worker["id"])})
+    assert answer.status_code == 409
+    assert "only a master launches" in answer.json()["error"]
+    api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
+
+
+def test_launches_past_the_quota_are_a_429(project_dir):
+    with LocalServer(project_dir, max_workers=1, grace=1.0) as server:
+        server.attach(set_environ=False)
+        api = Api(server)
+        first = api.launch()
+        answer = api("POST", "/dashboards", json={"master_id": server.master["id"]})
+        assert answer.status_code == 429
+        assert "--max-workers" in answer.json()["error"]
+        api("PUT", f"/dashboards/{first['id']}/stop")
+        # Once one has ended, there is room again.
+        api("PUT", f"/dashboards/{api.launch()['id']}/stop")
+
+
+def test_an_unknown_dashboard_is_a_404_on_every_route(api):
+    for method, path in [
+        ("GET", "/dashboards/999"),
+        ("PATCH", "/dashboards/999"),
+        ("PUT", "/dashboards/999/stop"),
+        ("GET", "/dashboards/999/workers"),
+        ("GET", "/dashboards/999/logs"),
+    ]:
+        answer = api(method, path, json={"status": "stopped"})
+        assert answer.status_code == 404, (method, path)
+        assert "no dashboard 999" in answer.json()["error"]
+
+
+def test_a_dashboard_id_that_is_not_a_number_is_refused_naming_it(api):
+    answer = api("GET", "/dashboards/seven")
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("dashboard_id:")
+
+
+def test_patch_stops_a_dashboard_and_stopping_it_again_is_no_error(api):
+    worker = api.launch()
+    api.wait_status(worker["id"], "running")
+    stopped = api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
+    assert stopped.status_code == 200
+    assert stopped.json()["status"] == "stopped"
+    assert stopped.json()["stopped_at"].endswith("Z")
+    again = api("PATCH", f"/dashboards/{worker['id']}", data={"status": "stopped"})
+    assert again.status_code == 200
+    assert again.json() == stopped.json()
+
+
+def test_patch_accepts_only_the_stopped_status(api):
+    worker = api.launch()
+    answer = api("PATCH", f"/dashboards/{worker['id']}", json={"status": "running"})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("status:")
+    api("PUT", f"/dashboards/{worker['id']}/stop")
+
+
+def test_put_stop_is_the_later_generations_stop(api):
+    worker = api.launch()
+    answer = api("PUT", f"/dashboards/{worker['id']}/stop")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "stopped"
+
+
+def test_the_process_that_runs_the_server_cannot_be_stopped_through_the_api(api, server):
+    answer = api("PUT", f"/dashboards/{server.master['id']}/stop")
+    assert answer.status_code == 409
+    assert "sense.local.stop()" in answer.json()["error"]
+
+
+def test_workers_lists_the_running_workers_of_a_master(api, server):
+    ids = [api.launch()["id"] for _ in range(2)]
+    for worker_id in ids:
+        api.wait_status(worker_id, "running")
+    listed = api("GET", f"/dashboards/{server.master['id']}/workers").json()
+    assert sorted(d["id"] for d in listed) == sorted(ids)
+    assert api("GET", f"/dashboards/{ids[0]}/workers").json() == []
+    api("PUT", f"/dashboards/{ids[0]}/stop")
+    listed = api("GET", f"/dashboards/{server.master['id']}/workers").json()
+    assert [d["id"] for d in listed] == ids[1:]
+    api("PUT", f"/dashboards/{ids[1]}/stop")
+
+
+def test_logs_serve_a_dashboards_output_as_text(api):
+    worker = api.launch(startup_code="import sys; print('out'); print('err', file=sys.stderr)")
+    api.wait_status(worker["id"], "stopped")
+    answer = api("GET", f"/dashboards/{worker['id']}/logs")
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "out\n" in answer.text and "err\n" in answer.text
+
+
+def test_the_routes_answer_under_the_project_url_of_the_context(api, server):
+    project_url = server.master_environment()["SENSE_PROJECT_URL"]
+    assert project_url == server.project_url
+    assert requests.get(project_url + "/dashboards", auth=api.auth, timeout=10).ok
+
+
+def test_unknown_routes_answer_with_an_error_object(server):
+    answer = requests.get(f"{server.url}/nowhere", timeout=10)
+    assert answer.status_code == 404
+    assert set(answer.json()) == {"error"}
+
+
+def test_openapi_describes_the_routes_and_the_models(server):
+    schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    paths = schema["paths"]
+    prefix = "/users/{owner_id}/projects/{project_id}"
+    for path in [
+        "/health",
+        prefix,
+        f"{prefix}/dashboards",
+        f"{prefix}/dashboards/{{dashboard_id}}",
+        f"{prefix}/dashboards/{{dashboard_id}}/workers",
+        f"{prefix}/dashboards/{{dashboard_id}}/stop",
+        f"{prefix}/dashboards/{{dashboard_id}}/logs",
+    ]:
+        assert path in paths
+    assert {"Dashboard", "Error"} <= set(schema["components"]["schemas"])
+    launch = paths[f"{prefix}/dashboards"]["post"]["requestBody"]["content"]
+    assert "startup_code" in launch["application/json"]["schema"]["properties"]
