@@ -73,6 +73,12 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def insert(self, **fields) -> dict:
         """Add a dashboard; ``id`` and ``created_at`` are filled in. Returns the row."""
         fields.setdefault("created_at", now())

@@ -1,0 +1,311 @@
+"""Dashboards are real process groups: their lifecycle, environment, addresses and ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from conftest import Api, sense_command, wait_for
+
+from sense.local import LocalServer
+from sense.local.statedir import ProjectBusyError
+from sense.local.store import Store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_worker_goes_from_starting_to_running_to_stopped_with_exit_code_0(api):
+    worker = api.launch(startup_code="import time; time.sleep(0.5)")
+    assert worker["status"] == "starting"
+    running = api.wait_status(worker["id"], "running")
+    assert running["started_at"].endswith("Z")
+    ended = api.wait_status(worker["id"], "stopped")
+    assert ended["exit_code"] == 0
+    assert ended["stopped_at"] >= ended["started_at"]
+
+
+def test_a_worker_sees_itself_running_before_its_code_starts(api):
+    code = (
+        "import os, json, urllib.request, base64\n"
+        "me = os.environ['SENSE_DASHBOARD_ID']\n"
+        "url = os.environ['SENSE_PROJECT_URL'] + '/dashboards/' + me\n"
+        "token = base64.b64encode((os.environ['SENSE_API_TOKEN'] + ':').encode()).decode()\n"
+        "request = urllib.request.Request(url, headers={'Authorization': 'Basic ' + token})\n"
+        "print(json.load(urllib.request.urlopen(request))['status'])\n"
+    )
+    worker = api.launch(startup_code=code)
+    api.wait_status(worker["id"], "stopped")
+    assert api.logs(worker["id"]).strip() == "running"
+
+
+def test_an_uncaught_exception_fails_the_worker_with_its_traceback_in_the_log(api):
+    worker = api.launch(startup_code="def f():\n    raise ValueError('boom')\nf()\n")
+    failed = api.wait_status(worker["id"], "failed")
+    assert failed["exit_code"] == 1
+    log = api.logs(worker["id"])
+    assert "ValueError: boom" in log
+    assert 'File "<startup_code>", line 2, in f' in log
+    assert "engine" not in log
+
+
+def test_sys_exit_sets_the_exit_code(api):
+    worker = api.launch(startup_code="import sys; sys.exit(3)")
+    assert api.wait_status(worker["id"], "failed")["exit_code"] == 3
+
+
+def test_a_worker_without_code_idles_until_it_is_stopped(api):
+    worker = api.launch()
+    api.wait_status(worker["id"], "running")
+    time.sleep(0.3)
+    assert api.get(worker["id"])["status"] == "running"
+    stopped = api("PUT", f"/dashboards/{worker['id']}/stop").json()
+    assert stopped["status"] == "stopped"
+    assert stopped["exit_code"] == 128 + signal.SIGTERM
+
+
+def test_stop_kills_a_worker_that_ignores_sigterm_after_the_grace_period(api):
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    worker = api.launch(startup_code=code)
+    api.wait_status(worker["id"], "running")
+    time.sleep(0.2)  # let it install its handler
+    started = time.monotonic()
+    stopped = api("PUT", f"/dashboards/{worker['id']}/stop").json()
+    assert 0.9 < time.monotonic() - started < 5  # the fixture's grace is 1 s
+    assert stopped["status"] == "stopped"
+    assert stopped["exit_code"] == -signal.SIGKILL
+
+
+def test_stop_ends_the_whole_process_group_of_a_worker(api):
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    worker = api.launch(startup_code=code)
+    child_pid = int(wait_for(lambda: api.logs(worker["id"]).strip()))
+    child = psutil.Process(child_pid)
+    api("PUT", f"/dashboards/{worker['id']}/stop")
+    psutil.wait_procs([child], timeout=5)
+    assert not child.is_running()
+
+
+def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):
+    (project_dir / "helper_module.py").write_text("VALUE = 'from the project'\n")
+    code = (
+        "import json, os, sys, helper_module\n"
+        "print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), 'path0': sys.path[0],\n"
+        "    'helper': helper_module.VALUE, 'python': sys.executable,\n"
+        "    'heavy': [m for m in ('sense', 'fastapi', 'uvicorn', 'pydantic')\n"
+        "              if m in sys.modules]}))\n"
+    )
+    os.environ["SENSE_SSH_PASSWORD"] = "leaked"  # the server's own context must not leak
+    try:
+        worker = api.launch(startup_code=code, env={"ROLE": "worker"})
+    finally:
+        del os.environ["SENSE_SSH_PASSWORD"]
+    api.wait_status(worker["id"], "stopped")
+    seen = json.loads(api.logs(worker["id"]))
+    env = seen["env"]
+    info = server.project.info
+    assert env["SENSE_API_URL"] == server.url
+    assert env["SENSE_OWNER_ID"] == info.owner_id
+    assert env["SENSE_PROJECT_ID"] == info.project_id
+    assert env["SENSE_PROJECT_URL"] == server.project_url
+    assert env["SENSE_DASHBOARD_ID"] == str(worker["id"])
+    assert env["SENSE_MASTER_ID"] == str(server.master["id"])
+    assert env["SENSE_API_TOKEN"] == env["SENSE_API_KEY"] == info.token
+    assert env["SENSE_PROJECT_IP"] == worker["project_ip"]
+    assert env["SENSE_DNS_PUBLIC"] == env["SENSE_PUBLIC_DNS"] == "localhost"
+    [(private, public)] = worker["public_port_mapping"].items()
+    assert env["SENSE_PORT1"] == private
+    assert env["SENSE_PORT1_PUBLIC"] == env["SENSE_PUBLIC_PORT1"] == str(public)
+    assert "SENSE_SSH_PASSWORD" not in env and "SENSE_PUBLIC_SSH_PORT" not in env
+    assert env["ROLE"] == "worker"
+    assert seen["cwd"] == seen["path0"] == str(project_dir)
+    assert seen["helper"] == "from the project"
+    assert seen["python"] == sys.executable
+    assert seen["heavy"] == []  # the engine imports nothing of sense nor of the server
+
+
+def test_a_master_has_an_empty_master_id(api):
+    master = api.launch(
+        master_id=None, startup_code="import os; print(repr(os.environ['SENSE_MASTER_ID']))"
+    )
+    assert master["master_id"] is None
+    api.wait_status(master["id"], "stopped")
+    assert api.logs(master["id"]).strip() == "''"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="127.0.0.0/8 is Linux's")
+def test_two_workers_bind_the_same_port_each_on_its_own_project_ip(api, server):
+    port = _free_port()
+    code = (
+        "import os, socket, time\n"
+        f"server = socket.create_server((os.environ['SENSE_PROJECT_IP'], {port}))\n"
+        "print('listening', flush=True)\n"
+        "connection, _ = server.accept()\n"
+        "connection.sendall(os.environ['SENSE_DASHBOARD_ID'].encode())\n"
+        "connection.close()\n"
+    )
+    workers = [api.launch(startup_code=code) for _ in range(2)]
+    addresses = {w["project_ip"] for w in workers}
+    assert len(addresses) == 2 and "127.0.0.1" not in addresses
+    for worker in workers:
+        wait_for(lambda w=worker: "listening" in api.logs(w["id"]))
+    for worker in workers:
+        with socket.create_connection((worker["project_ip"], port), timeout=10) as connection:
+            assert connection.recv(16).decode() == str(worker["id"])
+    for worker in workers:
+        assert api.wait_status(worker["id"], "stopped", "failed")["status"] == "stopped"
+
+
+def test_when_a_master_ends_its_workers_are_stopped(api):
+    master = api.launch(master_id=None, startup_code="import time; time.sleep(1.5)")
+    api.wait_status(master["id"], "running")
+    worker = api.launch(master_id=master["id"])
+    api.wait_status(master["id"], "stopped")
+    assert api.wait_status(worker["id"], "stopped")["exit_code"] == 128 + signal.SIGTERM
+
+
+def test_stopping_a_master_stops_its_workers(api):
+    master = api.launch(master_id=None)
+    api.wait_status(master["id"], "running")
+    workers = [api.launch(master_id=master["id"]) for _ in range(2)]
+    api("PATCH", f"/dashboards/{master['id']}", json={"status": "stopped"})
+    for worker in workers:
+        api.wait_status(worker["id"], "stopped")
+
+
+def test_stopping_the_server_stops_every_dashboard(project_dir):
+    with LocalServer(project_dir, grace=1.0) as server:
+        server.attach(set_environ=False)
+        api = Api(server)
+        workers = [api.launch() for _ in range(2)]
+        for worker in workers:
+            api.wait_status(worker["id"], "running")
+    with Store(project_dir / ".sense" / "sense.db") as store:
+        statuses = {row["id"]: row["status"] for row in store.select()}
+    assert set(statuses.values()) == {"stopped"}
+
+
+@pytest.mark.timeout(30)
+def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
+    server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
+    try:
+        exports = dict(_read_exports(server))
+        api_url = exports["SENSE_PROJECT_URL"]
+        token = exports["SENSE_API_TOKEN"]
+        master = int(exports["SENSE_DASHBOARD_ID"])
+        import requests
+
+        for _ in range(3):
+            answer = requests.post(
+                api_url + "/dashboards", json={"master_id": master}, auth=(token, ""), timeout=10
+            )
+            assert answer.status_code == 201
+        workers = wait_for(
+            lambda: (
+                len(psutil.Process(server.pid).children()) == 3
+                and psutil.Process(server.pid).children()
+            )
+        )
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    started = time.monotonic()
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "workers outlived their server"
+    assert time.monotonic() - started < 5
+
+
+def test_a_restart_keeps_the_history_and_ids_go_on(project_dir):
+    with LocalServer(project_dir, grace=1.0) as server:
+        server.attach(set_environ=False)
+        api = Api(server)
+        worker = api.launch(startup_code="print('before the restart')")
+        api.wait_status(worker["id"], "stopped")
+        token = server.project.info.token
+    with LocalServer(project_dir, grace=1.0) as server:
+        server.attach(set_environ=False)
+        api = Api(server)
+        assert server.project.info.token == token
+        history = api("GET", "/dashboards").json()
+        assert [d["id"] for d in history] == [1, 2, 3]
+        assert history[1]["status"] == "stopped" and history[1]["exit_code"] == 0
+        assert "before the restart" in api.logs(worker["id"])
+        assert api.launch()["id"] == 4
+        api("PUT", "/dashboards/4/stop")
+
+
+def test_at_start_whatever_an_earlier_run_left_running_is_ended(project_dir):
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        with LocalServer(project_dir) as first:
+            pass
+        from sense.local.supervisor import _start_time
+
+        with Store(first.state.db_path) as store:
+            store.insert(
+                status="running",
+                kind="api",
+                handle={"pid": leftover.pid, "start_time": _start_time(leftover.pid)},
+            )
+            # Same pid, other start time: a reused pid, which must be left alone.
+            store.insert(
+                status="running", kind="api", handle={"pid": stranger.pid, "start_time": "0"}
+            )
+        with LocalServer(project_dir) as server:
+            rows = server.project.dashboards()
+            assert [row["status"] for row in rows] == ["failed", "failed"]
+            assert all(row["stopped_at"] for row in rows)
+        assert leftover.wait(timeout=5) == -signal.SIGKILL
+        assert stranger.poll() is None
+    finally:
+        for process in (leftover, stranger):
+            process.kill()
+            process.wait()
+
+
+def test_two_servers_cannot_serve_one_project(project_dir):
+    with LocalServer(project_dir), pytest.raises(ProjectBusyError, match="already served"):
+        LocalServer(project_dir)
+
+
+def test_the_token_is_readable_by_its_owner_only(project_dir):
+    with LocalServer(project_dir) as server:
+        mode = stat.S_IMODE(os.stat(project_dir / ".sense" / "token").st_mode)
+        assert mode == 0o600
+        assert (project_dir / ".sense" / "token").read_text().strip() == server.project.info.token
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _read_exports(process):
+    """The ``export NAME=value`` lines that ``sense server`` prints, until its last one."""
+    import shlex
+
+    for line in process.stdout:
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].strip().partition("=")
+            yield name, shlex.split(value)[0] if value else ""
+        elif line.startswith("Ctrl-C"):
+            return
