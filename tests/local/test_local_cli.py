@@ -1,0 +1,155 @@
+"""The ``sense`` command: run, server, ps, logs, stop, as a user types them."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+
+import psutil
+import pytest
+import requests
+from conftest import sense_command, wait_for
+
+from sense.local.cli import main
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["server"], ["ps"], ["logs"], ["stop"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: sense" in capsys.readouterr().out
+
+
+def test_run_passes_the_arguments_and_the_exit_status_of_the_script(project_dir):
+    (project_dir / "job.py").write_text(
+        "import os, sys\n"
+        "print('args', sys.argv[1:], 'master', os.environ['SENSE_DASHBOARD_ID'],\n"
+        "      repr(os.environ['SENSE_MASTER_ID']))\n"
+        "sys.exit(7)\n"
+    )
+    run = sense_command("run", "job.py", "a", "--b", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 7
+    assert "args ['a', '--b'] master 1 ''" in output
+
+
+def test_run_shows_each_workers_output_prefixed_by_its_id(project_dir):
+    (project_dir / "job.py").write_text(
+        "import sense\n"
+        "workers = sense.launchWorkers(2, startupCode='print(\"hello\")')\n"
+        "sense.awaitWorkers(workers, wait_for_completion=True)\n"
+        "print('master done')\n"
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 0, output
+    assert "[worker 2] hello" in output and "[worker 3] hello" in output
+    assert "master done" in output
+
+
+def test_run_of_a_missing_script_fails_with_status_2(project_dir):
+    run = sense_command("run", "nowhere.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 2
+    assert "no such script" in output
+
+
+def test_ctrl_c_reaches_the_script_and_then_everything_stops(project_dir):
+    (project_dir / "job.py").write_text(
+        "import sense, time\n"
+        "sense.launchWorkers(1)\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    assert run.stdout.readline().strip() == "ready"
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 0
+    assert "interrupted" in output
+
+
+@pytest.mark.timeout(30)
+def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(project_dir):
+    (project_dir / "job.py").write_text(
+        "import sense, time\n"
+        "sense.awaitWorkers(sense.launchWorkers(3))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    assert run.stdout.readline().strip() == "ready"
+    tree = psutil.Process(run.pid).children(recursive=True)
+    assert len(tree) == 4  # the master script and three workers
+    run.kill()
+    run.wait()
+    run.stdout.close()
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive, f"left running: {alive}"
+
+
+def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
+    server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
+    try:
+        exports = {}
+        for line in server.stdout:
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[name] = shlex.split(value)[0]
+            if line.startswith("Ctrl-C"):
+                break
+        assert exports["SENSE_MASTER_ID"] == ""
+        assert exports["SENSE_PROJECT_URL"].startswith("http://127.0.0.1:")
+        env = exports
+        auth = (env["SENSE_API_TOKEN"], "")
+        dashboards = env["SENSE_PROJECT_URL"] + "/dashboards"
+        master = env["SENSE_DASHBOARD_ID"]
+        printer = requests.post(
+            dashboards, json={"master_id": master, "code": "print(42)"}, auth=auth, timeout=10
+        ).json()["id"]
+        idle = requests.post(dashboards, json={"master_id": master}, auth=auth, timeout=10)
+        idle = idle.json()["id"]
+
+        def cli(*args, env=None):
+            return sense_command(*args, cwd=project_dir, env=env or {}).communicate(timeout=30)[0]
+
+        wait_for(lambda: "42" in cli("logs", str(printer)))
+        wait_for(lambda: f"{idle}  running" in cli("ps"))
+        assert f"{printer}  stopped" in cli("ps", "--all")
+        # From a shell that exported the variables, too.
+        assert f"{idle}  running" in cli("ps", env=env)
+        assert f"{idle}: stopped" in cli("stop", str(idle))
+        assert f"{idle}  running" not in cli("ps")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+    output = sense_command("ps", cwd=project_dir).communicate(timeout=30)[0]
+    assert "no local Sense server" in output
+
+
+def test_ps_without_a_server_says_how_to_start_one(tmp_path):
+    output = sense_command("ps", cwd=tmp_path).communicate(timeout=30)[0]
+    assert "sense server" in output
+    assert not (tmp_path / ".sense").exists()
+
+
+def test_stop_without_ids_stops_every_running_dashboard_and_so_ends_the_run(project_dir):
+    (project_dir / "job.py").write_text(
+        "import sense, time\n"
+        "sense.awaitWorkers(sense.launchWorkers(2))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    assert run.stdout.readline().strip() == "ready"
+    stop = sense_command("stop", cwd=project_dir).communicate(timeout=30)[0]
+    assert stop.split() == ["1:", "stopped", "2:", "stopped", "3:", "stopped"]
+    run.communicate(timeout=30)
+    assert run.returncode == 128 + signal.SIGTERM
