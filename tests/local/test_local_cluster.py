@@ -1,0 +1,115 @@
+"""The client and the local server together: clusters as a notebook builds them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import Api, sense_command, wait_for
+
+import sense
+import sense.local
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_cluster_example_runs_a_four_worker_round_trip(project_dir):
+    shutil.copy(EXAMPLES / "cluster.py", project_dir)
+    run = sense_command("run", "cluster.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=45)
+    assert run.returncode == 0, output
+    hellos = [line for line in output.splitlines() if "says hello from 127." in line]
+    assert len(hellos) == 4
+    assert "the cluster summed the squares below 1000000: 333332833333500000" in output
+    assert "cluster: [1, 2, 3, 4, 5]" in output
+    assert "after stopWorkers(): [1]" in output
+    assert output.count("said hello to the master") == 4  # the workers' own lines, prefixed
+
+
+def test_the_rest_api_example_reads_the_project(project_dir):
+    shutil.copy(EXAMPLES / "rest_api.py", project_dir)
+    run = sense_command("run", "rest_api.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 0, output
+    assert "project: project of" in output
+    assert "dashboard 1: running" in output
+
+
+def test_start_makes_this_process_a_master_and_stop_restores_the_environment(project_dir):
+    before = dict(os.environ)
+    with sense.local.start(project_dir, grace=1.0) as server:
+        assert sense.local.start(project_dir) is server
+        assert os.environ["SENSE_DASHBOARD_ID"] == str(server.master["id"])
+        assert os.environ["SENSE_MASTER_ID"] == ""
+        assert sense.getMaster()["id"] == server.master["id"]
+        assert sense.networkInfo()["project_ip"] == server.master["project_ip"]
+    assert dict(os.environ) == before
+
+
+def test_get_workers_from_the_master_and_from_a_worker(local_master):
+    master = local_master.master["id"]
+    code = (
+        "import json, sense\n"
+        "print(json.dumps(sorted(w['id'] for w in sense.getWorkers())), flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    workers = sense.launchWorkers(2, startupCode=code)
+    ids = [w["id"] for w in workers]
+    api = Api(local_master)
+    # Each worker saw the cluster as it was when it asked: the master, itself, maybe the other.
+    for worker_id in ids:
+        seen = json.loads(wait_for(lambda w=worker_id: api.logs(w).strip()))
+        assert master in seen and worker_id in seen
+    assert sorted(w["id"] for w in sense.getWorkers()) == sorted([master, *ids])
+    stopped = sense.stopWorkers()
+    assert sorted(w["id"] for w in stopped) == sorted(ids)
+    assert [w["id"] for w in sense.getWorkers()] == [master]
+
+
+def test_stop_workers_leaves_only_the_master(local_master):
+    workers = sense.launchWorkers(3)
+    assert sense.awaitWorkers(workers)["failures"] == []
+    assert len(sense.getWorkers()) == 4
+    sense.stopWorkers(workers[0]["id"])
+    assert len(sense.getWorkers()) == 3
+    sense.stopWorkers()
+    assert [w["id"] for w in sense.getWorkers()] == [local_master.master["id"]]
+
+
+def test_a_launch_from_a_worker_is_refused(local_master):
+    code = (
+        "import sense\n"
+        "try:\n"
+        "    sense.launchWorkers(1)\n"
+        "except sense.SenseError as error:\n"
+        "    print('refused:', type(error).__name__)\n"
+    )
+    [worker] = sense.launchWorkers(1, startupCode=code)
+    result = sense.awaitWorkers([worker], wait_for_completion=True)
+    assert [w["id"] for w in result["workers"]] == [worker["id"]]
+    assert "refused: SenseConfigError" in Api(local_master).logs(worker["id"])
+
+
+def test_workers_get_their_env_and_the_project_on_their_path(local_master, project_dir):
+    (project_dir / "shared.py").write_text("def greet(name):\n    return 'hello ' + name\n")
+    code = "import os, shared; print(shared.greet(os.environ['WHO']))"
+    [worker] = sense.launchWorkers(1, startupCode=code, env={"WHO": "ada"})
+    sense.awaitWorkers([worker], wait_for_completion=True)
+    assert Api(local_master).logs(worker["id"]).strip() == "hello ada"
+
+
+def test_the_quota_turns_an_oversized_launch_into_a_launch_error_with_nothing_left(
+    project_dir, monkeypatch
+):
+    for name in [n for n in os.environ if n.startswith("SENSE_")]:
+        monkeypatch.delenv(name)
+    with sense.local.start(project_dir, max_workers=2, grace=1.0):
+        with pytest.raises(sense.LaunchError) as raised:
+            sense.launchWorkers(3)
+        assert raised.value.status_code == 429
+        wait_for(lambda: len(sense.getWorkers()) == 1)
