@@ -13,10 +13,9 @@ Importing ``sense`` imports neither IPython, nor the local server, nor
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from sense import display, environment, installer, network, workers
 from sense.errors import (
     InstallError,
     LaunchError,
@@ -31,8 +30,15 @@ __version__ = "1.0.0"
 #: How many REST requests launchWorkers and stopWorkers send at once.
 THREAD_POOL_SIZE = 10
 
-# In a notebook, lists of dashboards show as tables (they stay plain lists).
-display.register_html_formatter()
+if "IPython" in sys.modules:
+    # In a notebook, lists of dashboards show as tables (they stay plain lists).
+    from sense import display
+
+    display.register_html_formatter()
+
+# Each function below imports the module that does its work when it is first
+# called, not here: a worker that only reads its environment then starts as
+# fast as bare Python (pip's, HTTP's and threads' modules cost milliseconds).
 
 __all__ = [
     "THREAD_POOL_SIZE",
@@ -100,10 +106,12 @@ def install(
     >>> import sense
     >>> sense.install("beautifulsoup4", flags=["U"])  # doctest: +SKIP
     """
+    from sense import installer
+
     installer.install(package_name, flags, arguments)
 
 
-def networkInfo() -> dict[str, Any]:
+def networkInfo() -> dict:
     """This dashboard's contact information.
 
     Returns
@@ -124,6 +132,8 @@ def networkInfo() -> dict[str, Any]:
     >>> info = sense.networkInfo()  # doctest: +SKIP
     >>> server_port = info["public_port_mapping"][3000]  # doctest: +SKIP
     """
+    from sense import network
+
     return network.info()
 
 
@@ -176,6 +186,8 @@ def launchWorkers(
     >>> [w["status"] for w in workers]  # doctest: +SKIP
     ['starting', 'starting']
     """
+    from sense import workers
+
     return workers.launch(
         n, size, engine, startupScript, startupCode, {} if env is None else env, THREAD_POOL_SIZE
     )
@@ -191,6 +203,8 @@ def getWorkers() -> list[dict]:
     >>> [w["id"] for w in sense.getWorkers()]  # doctest: +SKIP
     [3, 7, 8]
     """
+    from sense import workers
+
     return workers.cluster()
 
 
@@ -213,6 +227,8 @@ def stopWorkers(*ids: int | str | dict) -> list[dict]:
     >>> sense.stopWorkers(7, 8)  # doctest: +SKIP
     >>> sense.stopWorkers()  # doctest: +SKIP
     """
+    from sense import workers
+
     return workers.stop(ids, THREAD_POOL_SIZE)
 
 
@@ -227,6 +243,8 @@ def getAuth() -> dict[str, str]:
     >>> auth = sense.getAuth()  # doctest: +SKIP
     >>> requests.get(url, auth=(auth["user"], auth["pass"]))  # doctest: +SKIP
     """
+    from sense import environment
+
     return environment.auth()
 
 
@@ -238,6 +256,8 @@ def getMaster() -> dict:
     >>> sense.getMaster()["master_id"] is None  # doctest: +SKIP
     True
     """
+    from sense import workers
+
     return workers.master()
 
 
@@ -274,6 +294,8 @@ def awaitWorkers(
     >>> len(result["workers"]), result["failures"]  # doctest: +SKIP
     (4, [])
     """
+    from sense import workers
+
     return workers.await_(ids, wait_for_completion, timeout_seconds)
 
 

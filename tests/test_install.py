@@ -79,7 +79,7 @@ def test_outside_a_virtualenv_it_installs_for_the_user_and_imports_at_once(tmp_p
     result = run_in(
         base_python,
         f"""
-        import sense, site
+        import sense, sense.installer
         assert sense.installer.user_install_allowed()
         sense.install({str(wheel)!r}, flags=["no-index"])
         import sensedemo_user
