@@ -60,24 +60,34 @@ class Cell:
         )
 
 
+def kernel_manager(python: Path, spec_dir: Path) -> KernelManager:
+    """A manager of kernels that run ``python`` (whatever kernels this machine has installed)."""
+    kernel_dir = spec_dir / "sense-test"
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "sense test",
+                "language": "python",
+            }
+        )
+    )
+    specs = KernelSpecManager(kernel_dirs=[str(spec_dir)])
+    return KernelManager(kernel_name="sense-test", kernel_spec_manager=specs)
+
+
+def kernel_environment(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment, with this checkout's ``sense`` importable and ``env`` added."""
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env}
+
+
 class NotebookKernel:
     """An IPython kernel running ``python``, with ``env`` added to this process's environment."""
 
     def __init__(self, python: Path, spec_dir: Path, env: dict[str, str]) -> None:
-        kernel_dir = spec_dir / "sense-test"
-        kernel_dir.mkdir(parents=True)
-        (kernel_dir / "kernel.json").write_text(
-            json.dumps(
-                {
-                    "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                    "display_name": "sense test",
-                    "language": "python",
-                }
-            )
-        )
-        specs = KernelSpecManager(kernel_dirs=[str(spec_dir)])
-        self.manager = KernelManager(kernel_name="sense-test", kernel_spec_manager=specs)
-        self.manager.start_kernel(env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env})
+        self.manager = kernel_manager(python, spec_dir)
+        self.manager.start_kernel(env=kernel_environment(env))
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
+import nbformat
+import psutil
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, PROJECT_PATH, TOKEN, dashboard_json
-from kernels import NotebookKernel, throwaway_environment
+from kernels import PROJECT_ROOT, NotebookKernel, kernel_manager, throwaway_environment
+from nbclient import NotebookClient
 from werkzeug import Response
 from wheels import build_wheel
 
 pytestmark = pytest.mark.timeout(300)
 
+EXAMPLES = PROJECT_ROOT / "examples"
 OFFLINE_PIP = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 @pytest.fixture
-def kernel(tmp_path, httpserver, monkeypatch):
-    """A kernel in a throwaway environment: a master dashboard of the project at ``httpserver``."""
+def clean_kernel_env(monkeypatch):
+    """No pip configuration of this machine's, and no dashboard context."""
     for name in list(os.environ):
         if name.startswith(("PIP_", "SENSE_")):
             monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def kernel(tmp_path, httpserver, clean_kernel_env):
+    """A kernel in a throwaway environment: a master dashboard of the project at ``httpserver``."""
     python = throwaway_environment(tmp_path / "env")
     dashboard = {
         "SENSE_API_URL": httpserver.url_for("/"),
@@ -124,3 +136,87 @@ def test_await_workers_shows_progress_in_the_cell(kernel, httpserver):
     assert shown[0]["data"]["text/plain"].startswith("awaiting workers: 0 of 2 running")
     assert updates[-1]["data"]["text/plain"].startswith("awaiting workers: 2 of 2 running")
     assert {u["transient"]["display_id"] for u in updates} == {shown[0]["transient"]["display_id"]}
+
+
+# --- with the local server -------------------------------------------------------------
+
+
+@pytest.fixture
+def local_kernel(tmp_path, clean_kernel_env):
+    """A kernel with no dashboard context, whose working directory is a new project."""
+    project = tmp_path / "project"
+    project.mkdir()
+    clean_kernel_env.chdir(project)
+    started = NotebookKernel(Path(sys.executable), tmp_path / "kernels", {})
+    yield started
+    started.shutdown()
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_local_start_makes_the_kernel_a_master_that_runs_a_cluster_from_its_cells(local_kernel):
+    started = local_kernel.run("import sense, sense.local\nserver = sense.local.start()")
+    assert started.error is None, started.stream("stderr")
+    launched = local_kernel.run(
+        "workers = sense.launchWorkers(2, startupCode='import time; time.sleep(600)')\n"
+        "print(sense.awaitWorkers(workers)['failures'])"
+    )
+    assert launched.error is None, launched.stream("stderr")
+    assert launched.stream("stdout") == "[]\n"
+
+    def answer(code: str):
+        return json.loads(
+            local_kernel.run(f"import json\nprint(json.dumps({code}))").stream("stdout")
+        )
+
+    master = answer("sense.getMaster()['id']")
+    worker_ids = answer("[w['id'] for w in workers]")
+    assert answer("sorted(w['id'] for w in sense.getWorkers())") == sorted([master, *worker_ids])
+    assert answer("[w['id'] for w in sense.list_workers()]")[0] == master
+
+    stopped = local_kernel.run("sense.stopWorkers()\nprint([w['id'] for w in sense.getWorkers()])")
+    assert stopped.stream("stdout").strip() == f"[{master}]"
+
+
+def test_shutting_the_kernel_down_ends_every_worker_it_launched(local_kernel):
+    local_kernel.run("import sense, sense.local\nserver = sense.local.start()")
+    cell = local_kernel.run(
+        "workers = sense.launchWorkers(3, startupCode='import time; time.sleep(600)')\n"
+        "print(sense.awaitWorkers(workers)['failures'])"
+    )
+    assert cell.stream("stdout") == "[]\n", cell.stream("stderr")
+    processes = descendants(local_kernel.pid)
+    assert len(processes) >= 3
+
+    local_kernel.shutdown()
+
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert alive == []
+
+
+def test_the_cluster_notebook_runs_from_top_to_bottom(tmp_path, clean_kernel_env):
+    project = tmp_path / "project"
+    project.mkdir()
+    notebook = nbformat.read(EXAMPLES / "cluster.ipynb", as_version=4)
+    manager = kernel_manager(Path(sys.executable), tmp_path / "kernels")
+    client = NotebookClient(
+        notebook,
+        km=manager,
+        timeout=120,
+        resources={"metadata": {"path": str(project)}},
+    )
+    with clean_kernel_env.context() as patch:
+        patch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+        client.execute()
+
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    text = "".join(output.get("text", "") for output in outputs)
+    assert "the cluster summed the squares below 1000000: 333332833333500000" in text
+    assert text.count("says hello from 127.") == 4
+    tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any(table.count("<td>running</td>") >= 4 for table in tables)
+    final_ids = notebook.cells[-2]["outputs"][0]["data"]["text/plain"]
+    assert final_ids.count(",") == 0  # only the master is left
+    assert not (project / ".sense" / "server.json").exists()
