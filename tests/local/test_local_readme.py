@@ -129,6 +129,8 @@ class _TlsProxy:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
         self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)  # so that the accepting thread sees the end
+        self.stopping = threading.Event()
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.tunnels = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -138,15 +140,17 @@ class _TlsProxy:
         return self
 
     def __exit__(self, *exc_info):
+        self.stopping.set()
+        self.thread.join()
         self.listener.close()
-        self.thread.join(5)
 
     def _serve(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 client, _ = self.listener.accept()
-            except OSError:
-                return
+            except TimeoutError:
+                continue
+            client.settimeout(None)
             threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
 
     def _tunnel(self, client: socket.socket) -> None:
