@@ -66,7 +66,8 @@ class LaunchError(SenseAPIError):
     stopped : list of dict
         The dashboards that had launched and were stopped again.
     not_stopped : list of (id, Exception)
-        Dashboards that had launched but could not be stopped (stop them by hand).
+        Dashboards that had launched but could not be stopped (stop them by hand);
+        id None: the project could not be listed to find launches whose answers were lost.
     """
 
     def __init__(
@@ -81,7 +82,14 @@ class LaunchError(SenseAPIError):
         if stopped:
             ids = ", ".join(str(dashboard["id"]) for dashboard in stopped)
             lines.append(f"  the {len(stopped)} that launched were stopped again: {ids}")
-        lines += [f"  launched but could not be stopped: {i}: {error}" for i, error in not_stopped]
+        for dashboard_id, error in not_stopped:
+            if dashboard_id is None:
+                lines.append(
+                    f"  could not check for launches whose answers were lost ({error}): "
+                    "sense.getWorkers() shows what runs"
+                )
+            else:
+                lines.append(f"  launched but could not be stopped: {dashboard_id}: {error}")
         first = failures[0][1]
         super().__init__(
             "\n".join(lines),

@@ -7,18 +7,21 @@ request, so that bad input never leaves anything half done.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sense import display, environment, rest
-from sense.errors import LaunchError, SenseConfigError, SenseError
+from sense.errors import LaunchError, SenseAPIError, SenseConfigError, SenseError
 
 #: Statuses of a dashboard whose process has ended.
 ENDED = frozenset({"stopped", "failed"})
 #: How often awaitWorkers asks, at the most (seconds).
 POLL_INTERVAL = 0.25
+#: How long a failed launch keeps trying to stop what it launched (seconds).
+UNDO_SECONDS = 30.0
 
 
 def dashboards_url() -> str:
@@ -121,7 +124,11 @@ def launch(
             f"this dashboard is a worker of {environment.master_id()}: only a master launches "
             "workers"
         )
+    # One name for the whole call: a launch whose answer was lost (a dropped
+    # connection, a timeout) can still be found by it, and stopped.
+    launch_name = f"sense-launch-{secrets.token_hex(6)}"
     body = {
+        "name": launch_name,
         "engine": engine,
         "size": size,
         "startup_script": startup_script,
@@ -135,28 +142,68 @@ def launch(
     def launch_one(_: int) -> dict:
         return dashboard(rest.request("POST", url, json=body))
 
-    # Interrupted (Ctrl-C), the launches that went through would be given to no one: stop them.
-    outcomes = concurrently(
-        launch_one, list(range(n)), pool_size, lambda launched: stop_quietly(launched, pool_size)
-    )
+    def undo(launched: list[dict]) -> tuple[list[dict], list]:
+        return undo_launch(launch_name, launched, pool_size)
+
+    # Interrupted (Ctrl-C), the launches that went through would be given to no one: undo them.
+    outcomes = concurrently(launch_one, list(range(n)), pool_size, undo)
     launched = [result for result, error in outcomes if error is None]
     failures = [(index, error) for index, (_, error) in enumerate(outcomes) if error is not None]
     if failures:
-        stopped, not_stopped = stop_quietly(launched, pool_size)
+        stopped, not_stopped = undo(launched)
         raise LaunchError(n, failures, stopped, not_stopped)
     return launched
 
 
-def stop_quietly(dashboards: list[dict], pool_size: int) -> tuple[list[dict], list]:
-    """Stop ``dashboards``; the stopped ones, and (id, error) for those that would not stop."""
-    outcomes = concurrently(lambda d: _stop_one(str(d["id"])), dashboards, pool_size)
+def undo_launch(
+    launch_name: str, launched: list[dict], pool_size: int
+) -> tuple[list[dict], list[tuple[object, SenseError]]]:
+    """Stop every dashboard of one launch: those whose answers came, and those whose got lost.
+
+    Returns the stopped dashboards, and (id, error) for any that could not be
+    stopped or, with id None, the error that kept the project from being listed.
+    """
+    to_stop = {str(d["id"]) for d in launched}
+    not_stopped: list[tuple[object, SenseError]] = []
+    try:
+        to_stop |= patiently(
+            lambda: {
+                str(d["id"])
+                for d in all_dashboards()
+                if d.get("name") == launch_name and d.get("status") not in ENDED
+            }
+        )
+    except SenseError as error:
+        not_stopped.append((None, error))
+    outcomes = concurrently(
+        lambda dashboard_id: patiently(lambda: _stop_one(dashboard_id)), sorted(to_stop), pool_size
+    )
     stopped = [result for result, error in outcomes if error is None]
-    not_stopped = [
-        (d["id"], error)
-        for d, (_, error) in zip(dashboards, outcomes, strict=True)
+    not_stopped += [
+        (_json_id(dashboard_id), error)
+        for dashboard_id, (_, error) in zip(sorted(to_stop), outcomes, strict=True)
         if error is not None
     ]
     return stopped, not_stopped
+
+
+def patiently(call: Callable[[], Any], seconds: float | None = None) -> Any:
+    """``call()``, tried again for up to ``seconds`` while the API is unreachable or failing.
+
+    For clean-ups, which must not give up at the first fault the way a
+    caller's own request does.
+    """
+    deadline = time.monotonic() + (UNDO_SECONDS if seconds is None else seconds)
+    while True:
+        try:
+            return call()
+        except SenseError as error:
+            client_error = (
+                isinstance(error, SenseAPIError) and 400 <= (error.status_code or 0) < 500
+            )
+            if client_error or time.monotonic() >= deadline:
+                raise
+            time.sleep(POLL_INTERVAL)
 
 
 def _stop_one(dashboard_id: str) -> dict:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import json
+import threading
+
+from werkzeug import Response
 
 TOKEN = "tok-3f9a"
 OWNER = "alice"
@@ -34,3 +39,52 @@ def dashboard_json(dashboard_id: int, master_id: int | None = MASTER_ID, status:
         "started_at": "2026-11-25T19:00:01Z",
         "stopped_at": None,
     }
+
+
+def json_response(body, status=200):
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+class LaunchCounter:
+    """A project's launch route: each POST gets the next id; the listing shows what launched."""
+
+    def __init__(self, first_id=10, fail_on=()):
+        self.ids = itertools.count(first_id)
+        self.arrivals = itertools.count()
+        self.fail_on = set(fail_on)
+        self.launched = []
+        self.bodies = []
+        self.dashboards = []
+        self.lock = threading.Lock()
+
+    def __call__(self, request):
+        with self.lock:
+            body = request.get_json()
+            self.bodies.append(body)
+            arrival = next(self.arrivals)
+            if arrival in self.fail_on:
+                return json_response({"error": f"no room for launch {arrival}"}, status=500)
+            dashboard_id = next(self.ids)
+            self.launched.append(dashboard_id)
+            dashboard = dashboard_json(dashboard_id, status="starting")
+            dashboard["name"] = body.get("name")
+            self.dashboards.append(dashboard)
+        return json_response(dashboard, status=201)
+
+    def bodies_without_name(self):
+        return [{k: v for k, v in body.items() if k != "name"} for body in self.bodies]
+
+    def listing(self, request):
+        with self.lock:
+            return json_response(self.dashboards)
+
+    def serve(self, httpserver):
+        """Answer launches and the dashboard listing of the project on ``httpserver``."""
+        path = f"{PROJECT_PATH}/dashboards"
+        httpserver.expect_request(path, method="POST").respond_with_handler(self)
+        httpserver.expect_request(path, method="GET").respond_with_handler(self.listing)
+
+
+def stop_handler(request):
+    dashboard_id = int(request.path.rsplit("/", 1)[1])
+    return json_response(dashboard_json(dashboard_id, status="stopped"))

@@ -9,7 +9,7 @@ import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, TOKEN
 from pytest_httpserver import HTTPServer
 
-from sense import rest
+from sense import rest, workers
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +53,10 @@ def worker_env(master_env):
 
 @pytest.fixture
 def fast_http(monkeypatch):
-    """Short timeouts and back-off, so that failure tests take a fraction of a second."""
+    """Short timeouts, back-off and clean-up patience: failure tests take a fraction of a second."""
     monkeypatch.setattr(rest, "TIMEOUT", (1.0, 0.5))
     monkeypatch.setattr(rest, "BACKOFF_FACTOR", 0.01)
+    monkeypatch.setattr(workers, "UNDO_SECONDS", 0.3)
     rest._forget_session()  # the next request builds a session with these settings
     yield
     rest._forget_session()

@@ -49,7 +49,7 @@ def test_a_post_answered_503_is_sent_once(master_env, httpserver, fast_http):
     )
     with pytest.raises(sense.LaunchError) as raised:
         sense.launchWorkers(1)
-    assert len(httpserver.log) == 1
+    assert [r.method for r, _ in httpserver.log].count("POST") == 1
     assert raised.value.status_code == 503
     assert "overloaded" in str(raised.value)
 
@@ -78,6 +78,7 @@ def test_the_servers_error_message_is_in_the_exception(master_env, httpserver):
     httpserver.expect_request(DASHBOARDS, method="POST").respond_with_json(
         {"error": "quota of 8 running workers reached"}, status=429
     )
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json([])
     with pytest.raises(sense.LaunchError, match="quota of 8 running workers reached"):
         sense.launchWorkers(1)
 
@@ -127,8 +128,8 @@ def test_a_post_whose_connection_dropped_after_sending_is_not_sent_again(master_
         server.start()
         with pytest.raises(sense.LaunchError):
             sense.launchWorkers(1)
-    assert len(received) == 1
-    assert received[0].startswith(b"POST ")
+    posts = [request for request in received if request.startswith(b"POST ")]
+    assert len(posts) == 1
 
 
 def test_one_session_serves_every_call(master_env, httpserver):

@@ -8,15 +8,20 @@ of every request, and what the client makes of the answers.
 from __future__ import annotations
 
 import _thread
-import itertools
-import json
 import re
 import threading
 import time
 
 import pytest
-from api_data import BASIC_AUTH, MASTER_ID, PROJECT_PATH, dashboard_json
-from werkzeug import Response
+from api_data import (
+    BASIC_AUTH,
+    MASTER_ID,
+    PROJECT_PATH,
+    LaunchCounter,
+    dashboard_json,
+    json_response,
+    stop_handler,
+)
 
 import sense
 from sense import workers
@@ -38,35 +43,6 @@ def launch_body(**changes):
     return body
 
 
-def json_response(body, status=200):
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-class LaunchCounter:
-    """A launch handler that gives each POST the next id, and remembers what it launched."""
-
-    def __init__(self, first_id=10, fail_on=()):
-        self.ids = itertools.count(first_id)
-        self.arrivals = itertools.count()
-        self.fail_on = set(fail_on)
-        self.launched = []
-        self.lock = threading.Lock()
-
-    def __call__(self, request):
-        with self.lock:
-            arrival = next(self.arrivals)
-            if arrival in self.fail_on:
-                return json_response({"error": f"no room for launch {arrival}"}, status=500)
-            dashboard_id = next(self.ids)
-            self.launched.append(dashboard_id)
-        return json_response(dashboard_json(dashboard_id, status="starting"), status=201)
-
-
-def stop_handler(request):
-    dashboard_id = int(request.path.rsplit("/", 1)[1])
-    return json_response(dashboard_json(dashboard_id, status="stopped"))
-
-
 def sent(httpserver, method=None):
     """The requests the server received, as (method, path, JSON body)."""
     return [
@@ -82,19 +58,18 @@ def sent(httpserver, method=None):
 def test_launch_sends_one_post_per_worker_with_the_seeds_body_and_basic_auth(
     master_env, httpserver
 ):
-    httpserver.expect_request(
-        DASHBOARDS,
-        method="POST",
-        headers=AUTH,
-        json=launch_body(size="medium", startup_code="import x", env={"ROLE": "worker"}),
-    ).respond_with_handler(LaunchCounter())
+    counter = LaunchCounter()
+    httpserver.expect_request(DASHBOARDS, method="POST", headers=AUTH).respond_with_handler(counter)
 
     launched = sense.launchWorkers(2, "medium", startupCode="import x", env={"ROLE": "worker"})
 
     assert sorted(w["id"] for w in launched) == [10, 11]
     assert [w["status"] for w in launched] == ["starting", "starting"]
-    assert len(sent(httpserver, "POST")) == 2
-    httpserver.check_assertions()
+    expected = launch_body(size="medium", startup_code="import x", env={"ROLE": "worker"})
+    assert counter.bodies_without_name() == [expected, expected]
+    # Both launches of the call carry the same name, by which a lost one is found again.
+    (name,) = {body["name"] for body in counter.bodies}
+    assert re.fullmatch(r"sense-launch-[0-9a-f]{12}", name)
 
 
 def test_launch_reads_the_port_mapping_back_as_ints(master_env, httpserver):
@@ -104,11 +79,10 @@ def test_launch_reads_the_port_mapping_back_as_ints(master_env, httpserver):
 
 
 def test_launch_workers_alias_takes_the_later_parameter_names(master_env, httpserver):
-    httpserver.expect_request(
-        DASHBOARDS, method="POST", json=launch_body(size=2, startup_script="job.py")
-    ).respond_with_handler(LaunchCounter())
+    counter = LaunchCounter()
+    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(counter)
     assert len(sense.launch_workers(1, 2, script="job.py")) == 1
-    httpserver.check_assertions()
+    assert counter.bodies_without_name() == [launch_body(size=2, startup_script="job.py")]
 
 
 def test_launches_run_concurrently_and_come_back_in_request_order(master_env, httpserver):
@@ -160,7 +134,7 @@ def test_thread_pool_size_bounds_the_requests_in_flight(master_env, httpserver, 
 
 def test_when_two_of_five_launches_fail_the_three_launched_are_stopped(master_env, httpserver):
     counter = LaunchCounter(fail_on={1, 3})
-    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(counter)
+    counter.serve(httpserver)
     httpserver.expect_request(
         f"{DASHBOARDS}/10", method="PATCH", json={"status": "stopped"}, headers=AUTH
     ).respond_with_handler(stop_handler)
@@ -182,9 +156,7 @@ def test_when_two_of_five_launches_fail_the_three_launched_are_stopped(master_en
 
 
 def test_a_launched_worker_that_will_not_stop_is_reported(master_env, httpserver):
-    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(
-        LaunchCounter(fail_on={0})
-    )
+    LaunchCounter(fail_on={0}).serve(httpserver)
     httpserver.expect_request(f"{DASHBOARDS}/10", method="PATCH").respond_with_json(
         {"error": "busy"}, status=409
     )
@@ -418,6 +390,7 @@ def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(master_env, htt
         return response
 
     httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(handler)
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_handler(counter.listing)
     httpserver.expect_request(
         re.compile(rf"{DASHBOARDS}/\d+"), method="PATCH"
     ).respond_with_handler(stop_handler)
@@ -426,3 +399,42 @@ def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(master_env, htt
         sense.launchWorkers(3)
     stopped = sorted(int(path.rsplit("/", 1)[1]) for _, path, _ in sent(httpserver, "PATCH"))
     assert stopped == counter.launched == [10, 11, 12]
+
+
+def test_a_launch_whose_answer_was_lost_is_found_by_its_name_and_stopped(
+    master_env, httpserver, fast_http
+):
+    # The second launch happens on the server, but its answer comes after the
+    # client's read timeout: only the launch's name can tell the client about it.
+    counter = LaunchCounter()
+
+    def handler(request):
+        response = counter(request)
+        if len(counter.launched) == 2:
+            time.sleep(1.0)
+        return response
+
+    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(handler)
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_handler(counter.listing)
+    httpserver.expect_request(
+        re.compile(rf"{DASHBOARDS}/\d+"), method="PATCH"
+    ).respond_with_handler(stop_handler)
+    with pytest.raises(sense.LaunchError) as raised:
+        sense.launchWorkers(2)
+    ((_, lost),) = raised.value.failures
+    assert isinstance(lost, sense.SenseConnectionError)
+    stopped = sorted(int(path.rsplit("/", 1)[1]) for _, path, _ in sent(httpserver, "PATCH"))
+    assert stopped == counter.launched == [10, 11]
+    assert sorted(d["id"] for d in raised.value.stopped) == [10, 11]
+
+
+def test_a_failed_launch_that_cannot_list_the_project_says_so(master_env, httpserver, fast_http):
+    counter = LaunchCounter(fail_on={1})  # and no listing: every GET is answered 500
+    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(counter)
+    httpserver.expect_request(f"{DASHBOARDS}/10", method="PATCH").respond_with_handler(stop_handler)
+    with pytest.raises(sense.LaunchError) as raised:
+        sense.launchWorkers(2)
+    assert [d["id"] for d in raised.value.stopped] == [10]
+    ((unknown, error),) = raised.value.not_stopped
+    assert unknown is None and error.status_code == 500
+    assert "could not check for launches whose answers were lost" in str(raised.value)
