@@ -241,7 +241,10 @@ def _stop(args) -> int:
     ids = args.ids
     if not ids:
         dashboards = _request(args, "GET", "/dashboards").json()
-        ids = [d["id"] for d in dashboards if d["status"] in ("starting", "running")]
+        active = [d for d in dashboards if d["status"] in ("starting", "running")]
+        # Workers first: stopping the master of `sense run` ends the run, server and all.
+        active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
+        ids = [d["id"] for d in active]
     status = 0
     for dashboard_id in ids:
         answer = _request(

@@ -34,22 +34,26 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-def engine_processes() -> list[psutil.Process]:
-    """Every process on this machine running this checkout's worker engine."""
+def engine_processes(under: Path) -> list[psutil.Process]:
+    """The processes running the worker engine in a project under ``under``.
+
+    Matched by working directory, not by parentage: a worker whose server was
+    killed belongs to init, and other sessions on this machine run workers too.
+    """
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "cwd"]):
         cmdline = process.info["cmdline"] or []
-        if any(part.endswith(ENGINE) and "sense" in part for part in cmdline):
+        cwd = process.info["cwd"] or ""
+        if any(part.endswith(ENGINE) for part in cmdline) and cwd.startswith(str(under)):
             found.append(process)
     return found
 
 
 @pytest.fixture(autouse=True)
-def no_strays():
+def no_strays(tmp_path):
     """Fail a test that leaves a worker process behind (after giving it 5 s to end)."""
-    before = {p.pid for p in engine_processes()}
     yield
-    _, alive = psutil.wait_procs([p for p in engine_processes() if p.pid not in before], timeout=5)
+    _, alive = psutil.wait_procs(engine_processes(tmp_path), timeout=5)
     for process in alive:
         process.kill()
     assert not alive, f"worker processes left running: {[p.pid for p in alive]}"

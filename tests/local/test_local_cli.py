@@ -61,8 +61,8 @@ def test_ctrl_c_reaches_the_script_and_then_everything_stops(project_dir):
     (project_dir / "job.py").write_text(
         "import sense, time\n"
         "sense.launchWorkers(1)\n"
-        "print('ready', flush=True)\n"
         "try:\n"
+        "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted')\n"
@@ -150,6 +150,6 @@ def test_stop_without_ids_stops_every_running_dashboard_and_so_ends_the_run(proj
     run = sense_command("run", "job.py", cwd=project_dir)
     assert run.stdout.readline().strip() == "ready"
     stop = sense_command("stop", cwd=project_dir).communicate(timeout=30)[0]
-    assert stop.split() == ["1:", "stopped", "2:", "stopped", "3:", "stopped"]
+    assert stop.split() == ["2:", "stopped", "3:", "stopped", "1:", "stopped"]
     run.communicate(timeout=30)
     assert run.returncode == 128 + signal.SIGTERM
