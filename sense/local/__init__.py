@@ -92,9 +92,10 @@ class LocalServer:
         self.state.lock()
         self.master = None
         self._saved_environ: dict[str, str] | None = None
+        self._thread = None
+        sock = self._store = None
         try:
             sock = bind(host, port)
-            self._thread = None
             shown_host = f"[{host}]" if ":" in host else host
             info = Project(
                 directory=str(self.state.project_dir),
@@ -120,6 +121,10 @@ class LocalServer:
             self._thread.start()
             self.state.write_server_file(info.api_url, info.url)
         except BaseException:
+            if self._thread is None:
+                for opened in (sock, self._store):
+                    if opened is not None:
+                        opened.close()
             self.state.unlock()
             raise
         self.url = info.api_url

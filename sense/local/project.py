@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 
+from sense.errors import SenseConfigError
 from sense.local import context
 from sense.local.models import LaunchRequest
 from sense.local.store import ACTIVE, Store, now
@@ -69,6 +70,8 @@ def default_quota() -> int:
     """
     configured = os.environ.get(QUOTA_VARIABLE, "").strip()
     if configured:
+        if not configured.isdigit():
+            raise SenseConfigError(f"{QUOTA_VARIABLE} should be a number, not {configured!r}")
         return int(configured)
     return max(8, 4 * (os.cpu_count() or 1))
 

@@ -15,6 +15,7 @@ import psutil
 import pytest
 from conftest import Api, sense_command, wait_for
 
+from sense.errors import SenseConfigError
 from sense.local import LocalServer
 from sense.local.statedir import ProjectBusyError
 from sense.local.store import Store
@@ -309,3 +310,15 @@ def _read_exports(process):
             yield name, shlex.split(value)[0] if value else ""
         elif line.startswith("Ctrl-C"):
             return
+
+
+def test_the_quota_comes_from_the_environment_when_not_given(project_dir, monkeypatch):
+    monkeypatch.setenv("SENSE_LOCAL_MAX_WORKERS", "3")
+    with LocalServer(project_dir) as server:
+        assert server.project.max_workers == 3
+    monkeypatch.setenv("SENSE_LOCAL_MAX_WORKERS", "many")
+    with pytest.raises(SenseConfigError, match="SENSE_LOCAL_MAX_WORKERS"):
+        LocalServer(project_dir)
+    monkeypatch.delenv("SENSE_LOCAL_MAX_WORKERS")
+    with LocalServer(project_dir) as server:
+        assert server.project.max_workers == max(8, 4 * (os.cpu_count() or 1))
