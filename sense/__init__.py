@@ -169,7 +169,8 @@ def launchWorkers(
     Returns
     -------
     list of dict
-        The new workers' dashboards, in the order the launches were requested.
+        The new workers' dashboards, in request order: the order the server received
+        the launches in (ascending ids).
 
     Raises
     ------

@@ -152,7 +152,20 @@ def launch(
     if failures:
         stopped, not_stopped = undo(launched)
         raise LaunchError(n, failures, stopped, not_stopped)
-    return launched
+    return in_request_order(launched)
+
+
+def in_request_order(dashboards: list[dict]) -> list[dict]:
+    """The dashboards in the order the server received their launches.
+
+    The requests leave together, so the order the server numbered them in
+    (ascending ids) is their order; ids that are not numbers keep the order
+    of the calls.
+    """
+    ids = [d.get("id") for d in dashboards]
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return sorted(dashboards, key=lambda d: d["id"])
+    return dashboards
 
 
 def undo_launch(

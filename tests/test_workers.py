@@ -63,7 +63,7 @@ def test_launch_sends_one_post_per_worker_with_the_seeds_body_and_basic_auth(
 
     launched = sense.launchWorkers(2, "medium", startupCode="import x", env={"ROLE": "worker"})
 
-    assert sorted(w["id"] for w in launched) == [10, 11]
+    assert [w["id"] for w in launched] == [10, 11]
     assert [w["status"] for w in launched] == ["starting", "starting"]
     expected = launch_body(size="medium", startup_code="import x", env={"ROLE": "worker"})
     assert counter.bodies_without_name() == [expected, expected]
@@ -99,7 +99,13 @@ def test_launches_run_concurrently_and_come_back_in_request_order(master_env, ht
 
     httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(handler)
     launched = sense.launchWorkers(n)
-    assert sorted(w["id"] for w in launched) == list(range(10, 10 + n))
+    # The server numbered them as they arrived: that is the order they come back in.
+    assert [w["id"] for w in launched] == list(range(10, 10 + n))
+
+
+def test_dashboards_whose_ids_are_not_numbers_keep_the_order_of_the_calls():
+    dashboards = [{"id": "b"}, {"id": "a"}]
+    assert workers.in_request_order(dashboards) == dashboards
 
 
 def test_results_keep_the_order_of_the_calls_whatever_order_they_finish_in():
