@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import socket
 import ssl
 import subprocess
@@ -88,6 +89,7 @@ def test_the_launch_block_starts_two_workers_that_contact_the_master(local_maste
     assert {w["size"] for w in workers} == {"medium"}
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
 def test_the_rest_block_reads_the_project_through_https(local_master, tmp_path, monkeypatch):
     # The block names https://api.senseplatform.com. A real HTTPS proxy in this test
     # answers for that host with a certificate this test made and trusts, and passes
