@@ -6,6 +6,7 @@ Every test checks at its end that no process it started is left (``no_strays``).
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -140,3 +141,13 @@ def sense_command(*args: str, cwd, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
+
+
+def read_exports(process):
+    """The ``export NAME=value`` lines that ``sense server`` prints, until its last one."""
+    for line in process.stdout:
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].strip().partition("=")
+            yield name, shlex.split(value)[0] if value else ""
+        elif line.startswith("Ctrl-C"):
+            return

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import Api, sense_command, wait_for
+from conftest import Api, read_exports, sense_command, wait_for
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -202,7 +202,7 @@ def test_stopping_the_server_stops_every_dashboard(project_dir):
 def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
     server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
     try:
-        exports = dict(_read_exports(server))
+        exports = dict(read_exports(server))
         api_url = exports["SENSE_PROJECT_URL"]
         token = exports["SENSE_API_TOKEN"]
         master = int(exports["SENSE_DASHBOARD_ID"])
@@ -298,18 +298,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _read_exports(process):
-    """The ``export NAME=value`` lines that ``sense server`` prints, until its last one."""
-    import shlex
-
-    for line in process.stdout:
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].strip().partition("=")
-            yield name, shlex.split(value)[0] if value else ""
-        elif line.startswith("Ctrl-C"):
-            return
 
 
 def test_the_quota_comes_from_the_environment_when_not_given(project_dir, monkeypatch):
