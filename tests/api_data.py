@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import threading
+import time
 
 from werkzeug import Response
 
@@ -48,7 +50,10 @@ def json_response(body, status=200):
 class LaunchCounter:
     """A project's launch route: each POST gets the next id; the listing shows what launched."""
 
-    def __init__(self, first_id=10, fail_on=()):
+    def __init__(self, first_id=10, fail_on=(), hold=None):
+        """``hold=(k, seconds)``: the k-th launch is answered ``seconds`` late (``held`` is set)."""
+        self.hold = hold
+        self.held = threading.Event()
         self.ids = itertools.count(first_id)
         self.arrivals = itertools.count()
         self.fail_on = set(fail_on)
@@ -69,6 +74,10 @@ class LaunchCounter:
             dashboard = dashboard_json(dashboard_id, status="starting")
             dashboard["name"] = body.get("name")
             self.dashboards.append(dashboard)
+            held = self.hold is not None and len(self.launched) == self.hold[0]
+        if held:
+            self.held.set()
+            time.sleep(self.hold[1])
         return json_response(dashboard, status=201)
 
     def bodies_without_name(self):
@@ -78,11 +87,16 @@ class LaunchCounter:
         with self.lock:
             return json_response(self.dashboards)
 
-    def serve(self, httpserver):
-        """Answer launches and the dashboard listing of the project on ``httpserver``."""
+    def serve(self, httpserver, stops=False):
+        """Answer launches and the dashboard listing (and with ``stops``, every stop)."""
         path = f"{PROJECT_PATH}/dashboards"
         httpserver.expect_request(path, method="POST").respond_with_handler(self)
         httpserver.expect_request(path, method="GET").respond_with_handler(self.listing)
+        if stops:
+            any_dashboard = re.compile(rf"{path}/\d+")
+            httpserver.expect_request(any_dashboard, method="PATCH").respond_with_handler(
+                stop_handler
+            )
 
 
 def stop_handler(request):

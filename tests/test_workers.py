@@ -385,22 +385,9 @@ def test_get_workers_sends_one_get_of_the_project_dashboards(master_env, httpser
 def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(master_env, httpserver):
     # Two launches answer at once, the third only after the user pressed Ctrl-C:
     # all three were launched, none was given to the caller, so all three stop.
-    counter = LaunchCounter()
-    slow_one = threading.Event()
-
-    def handler(request):
-        response = counter(request)
-        if len(counter.launched) == 3:
-            slow_one.set()
-            time.sleep(0.5)
-        return response
-
-    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(handler)
-    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_handler(counter.listing)
-    httpserver.expect_request(
-        re.compile(rf"{DASHBOARDS}/\d+"), method="PATCH"
-    ).respond_with_handler(stop_handler)
-    threading.Thread(target=lambda: slow_one.wait(5) and _thread.interrupt_main()).start()
+    counter = LaunchCounter(hold=(3, 0.5))
+    counter.serve(httpserver, stops=True)
+    threading.Thread(target=lambda: counter.held.wait(5) and _thread.interrupt_main()).start()
     with pytest.raises(KeyboardInterrupt):
         sense.launchWorkers(3)
     stopped = sorted(int(path.rsplit("/", 1)[1]) for _, path, _ in sent(httpserver, "PATCH"))
@@ -412,19 +399,8 @@ def test_a_launch_whose_answer_was_lost_is_found_by_its_name_and_stopped(
 ):
     # The second launch happens on the server, but its answer comes after the
     # client's read timeout: only the launch's name can tell the client about it.
-    counter = LaunchCounter()
-
-    def handler(request):
-        response = counter(request)
-        if len(counter.launched) == 2:
-            time.sleep(1.0)
-        return response
-
-    httpserver.expect_request(DASHBOARDS, method="POST").respond_with_handler(handler)
-    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_handler(counter.listing)
-    httpserver.expect_request(
-        re.compile(rf"{DASHBOARDS}/\d+"), method="PATCH"
-    ).respond_with_handler(stop_handler)
+    counter = LaunchCounter(hold=(2, 1.0))
+    counter.serve(httpserver, stops=True)
     with pytest.raises(sense.LaunchError) as raised:
         sense.launchWorkers(2)
     ((_, lost),) = raised.value.failures
