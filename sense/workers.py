@@ -92,7 +92,7 @@ def _check_launch_args(
 ) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (the number of workers), not {n!r}")
-    if isinstance(size, bool) or not isinstance(size, (str, int)) or size in ("", None):
+    if isinstance(size, bool) or not isinstance(size, (str, int)) or size == "":
         raise ValueError(f"size must be a size name such as 'small', or an int, not {size!r}")
     if not isinstance(engine, str) or not engine:
         raise ValueError(f"engine must be the name of an engine, not {engine!r}")
