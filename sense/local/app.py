@@ -12,21 +12,30 @@ Example
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBasic
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sense import __version__
-from sense.local.models import Dashboard, Error, LaunchRequest, Project, StopRequest
+from sense.local.models import (
+    LAUNCH_FORM,
+    MAX_ID,
+    Dashboard,
+    Error,
+    LaunchRequest,
+    Project,
+    StopRequest,
+)
 from sense.local.project import LocalProject, ProjectError
 
 MAX_BODY = 1024 * 1024
@@ -58,6 +67,10 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
         title="sense local server",
         version=__version__,
         description="A Sense-compatible REST API whose dashboards are processes on this machine.",
+        # Served by the `docs` router below, behind the credentials like every route but /health.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.project = project
     app.state.credentials = credentials
@@ -65,28 +78,38 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
     _install_error_handlers(app)
     app.include_router(health)
     app.include_router(projects)
+    app.include_router(docs)
     return app
 
 
 # -- dependencies ------------------------------------------------------------------------------
 
 
-def require_auth(request: Request) -> None:
-    """HTTP Basic authentication against the server's credentials; 401 otherwise."""
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    user = password = None
-    if scheme.lower() == "basic":
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            user = None
-    if user is None or not request.app.state.credentials.accept(user, password):
-        raise HTTPException(
-            401,
-            "authentication required: HTTP Basic with the API token as user and an empty "
-            "password (sense.getAuth())",
-            headers={"WWW-Authenticate": 'Basic realm="sense"'},
-        )
+class BasicAuth(HTTPBasic):
+    """HTTP Basic authentication against the server's credentials; 401 otherwise.
+
+    An :class:`~fastapi.security.HTTPBasic`, so that OpenAPI documents the scheme; the
+    header is read here, so that no malformed one gets past with anything but a 401.
+    """
+
+    async def __call__(self, request: Request) -> None:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        user = password = None
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+            except ValueError:  # not base64 (even not ASCII), or not UTF-8 once decoded
+                user = None
+        if user is None or not request.app.state.credentials.accept(user, password):
+            raise HTTPException(
+                401,
+                "authentication required: HTTP Basic with the API token as user and an empty "
+                "password (sense.getAuth())",
+                headers={"WWW-Authenticate": 'Basic realm="sense"'},
+            )
+
+
+require_auth = BasicAuth(description="The API token as user and an empty password.")
 
 
 def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
@@ -98,6 +121,7 @@ def this_project(owner_id: str, project_id: str, request: Request) -> LocalProje
 
 
 ThisProject = Annotated[LocalProject, Depends(this_project)]
+DashboardId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 async def read_body(request: Request) -> dict | list[tuple[str, str]]:
@@ -123,7 +147,9 @@ async def read_body(request: Request) -> dict | list[tuple[str, str]]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError as error:
+        # Unpaired surrogates (\ud800) parse, but are no text: nothing could store them.
+        json.dumps(data, ensure_ascii=False).encode()
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise HTTPException(400, f"the body is neither JSON nor a form: {error}") from None
     if not isinstance(data, dict):
         raise HTTPException(422, "the body should be a JSON object")
@@ -169,18 +195,26 @@ def list_dashboards(project: ThisProject):
     return project.dashboards()
 
 
-_LAUNCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": LaunchRequest.model_json_schema()},
-            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-        },
+def _body(json_schema: dict, form_schema: dict, *, required: bool) -> dict:
+    """OpenAPI's ``requestBody`` of a route that reads JSON or a form (see :func:`read_body`)."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {
+                "application/json": {"schema": json_schema},
+                "application/x-www-form-urlencoded": {"schema": form_schema},
+            },
+        }
     }
-}
 
 
-@projects.post("/dashboards", status_code=201, response_model=Dashboard, openapi_extra=_LAUNCH_BODY)
+@projects.post(
+    "/dashboards",
+    status_code=201,
+    response_model=Dashboard,
+    # No body at all launches a master with every default.
+    openapi_extra=_body(LaunchRequest.model_json_schema(), LAUNCH_FORM, required=False),
+)
 @projects.post("/dashboards/", status_code=201, response_model=Dashboard, include_in_schema=False)
 async def launch_dashboard(request: Request, project: ThisProject):
     """Launch a dashboard: a worker of ``master_id``, or a master without it.
@@ -200,7 +234,7 @@ async def launch_dashboard(request: Request, project: ThisProject):
 
 
 @projects.get("/dashboards/{dashboard_id}", response_model=Dashboard)
-def get_dashboard(dashboard_id: int, project: ThisProject):
+def get_dashboard(dashboard_id: DashboardId, project: ThisProject):
     """One dashboard."""
     return project.dashboard(dashboard_id)
 
@@ -208,13 +242,11 @@ def get_dashboard(dashboard_id: int, project: ThisProject):
 @projects.patch(
     "/dashboards/{dashboard_id}",
     response_model=Dashboard,
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/json": {"schema": StopRequest.model_json_schema()}}
-        }
-    },
+    openapi_extra=_body(
+        StopRequest.model_json_schema(), StopRequest.model_json_schema(), required=True
+    ),
 )
-async def patch_dashboard(dashboard_id: int, request: Request, project: ThisProject):
+async def patch_dashboard(dashboard_id: DashboardId, request: Request, project: ThisProject):
     """Stop a dashboard with ``{"status": "stopped"}``; returns it once it has ended."""
     data = await read_body(request)
     StopRequest.model_validate(dict(data) if isinstance(data, list) else data)
@@ -222,21 +254,48 @@ async def patch_dashboard(dashboard_id: int, request: Request, project: ThisProj
 
 
 @projects.put("/dashboards/{dashboard_id}/stop", response_model=Dashboard)
-def stop_dashboard(dashboard_id: int, project: ThisProject):
+def stop_dashboard(dashboard_id: DashboardId, project: ThisProject):
     """Stop a dashboard (the later generation's call); returns it once it has ended."""
     return project.stop(dashboard_id)
 
 
 @projects.get("/dashboards/{dashboard_id}/workers", response_model=list[Dashboard])
-def list_workers(dashboard_id: int, project: ThisProject):
+def list_workers(dashboard_id: DashboardId, project: ThisProject):
     """The running workers of master ``dashboard_id``."""
     return project.workers(dashboard_id)
 
 
-@projects.get("/dashboards/{dashboard_id}/logs", response_class=PlainTextResponse)
-def get_logs(dashboard_id: int, project: ThisProject):
+# `Response`, not `PlainTextResponse`, as the class: with it OpenAPI would say that errors are
+# text too; they are JSON, as everywhere.
+@projects.get(
+    "/dashboards/{dashboard_id}/logs",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def get_logs(dashboard_id: DashboardId, project: ThisProject) -> Response:
     """The dashboard's output so far, as text."""
-    return project.logs(dashboard_id)
+    return PlainTextResponse(project.logs(dashboard_id))
+
+
+docs = APIRouter(dependencies=[Depends(require_auth)], include_in_schema=False)
+
+
+@docs.get("/openapi.json")
+def get_openapi(request: Request) -> JSONResponse:
+    """The OpenAPI description of this API."""
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+def get_docs() -> Response:
+    """The API's documentation as Swagger UI."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="sense local server")
+
+
+@docs.get("/redoc")
+def get_redoc() -> Response:
+    """The API's documentation as ReDoc."""
+    return get_redoc_html(openapi_url="/openapi.json", title="sense local server")
 
 
 # -- errors: always {"error": "..."} -------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 PUBLIC_DNS = "localhost"
 SERVER_IP = "127.0.0.1"
 
-_RESERVED = re.compile(
+RESERVED = re.compile(
     r"SENSE_(API_URL|OWNER_ID|PROJECT_ID|PROJECT_URL|DASHBOARD_ID|MASTER_ID|API_TOKEN|API_KEY"
     r"|USERNAME|PASSWORD|PROJECT_IP|DNS_PUBLIC|PUBLIC_DNS|SSH_PORT_PUBLIC|PUBLIC_SSH_PORT"
     r"|SSH_PASSWORD|PORT\d+|PORT\d+_PUBLIC|PUBLIC_PORT\d+)"
@@ -46,7 +46,7 @@ class Project:
 
 def is_reserved(name: str) -> bool:
     """Whether ``name`` is a context variable, which a caller's ``env`` may not set."""
-    return _RESERVED.fullmatch(name) is not None
+    return RESERVED.fullmatch(name) is not None
 
 
 def project_ip(dashboard_id: int) -> str:

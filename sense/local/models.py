@@ -14,11 +14,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sense.local.context import is_reserved
+from sense.local.context import RESERVED, is_reserved
 
 DEFAULT_ENGINE = "sense-ipython-engine"
 Status = Literal["starting", "running", "stopped", "failed"]
 Size = Literal["small", "medium", "large"] | Annotated[int, Field(ge=0, le=16)]
+#: The largest id SQLite keeps: a dashboard id or ``master_id`` past it cannot name a dashboard.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Each startup field as the seed's clients, the 0.1.2 client and the short form spell it.
 SPELLINGS = {
@@ -26,6 +29,15 @@ SPELLINGS = {
     "startup_code": ("startup_code", "startupCode", "code"),
 }
 _ENV_ITEM = re.compile(r"env\[(.+)\]")
+
+# What the validators below check, as JSON Schema, so that OpenAPI tells what is accepted.
+_PYTHON = "[Pp][Yy][Tt][Hh][Oo][Nn]"
+_ENV_NAME = "^[^=\\x00]+$"
+_ENV_VALUE = "^[^\\x00]*$"
+_BOTH_STARTUP_FIELDS = {
+    "required": ["startup_script", "startup_code"],
+    "properties": {"startup_script": {"minLength": 1}, "startup_code": {"minLength": 1}},
+}
 
 
 class Error(BaseModel):
@@ -70,15 +82,24 @@ class Dashboard(BaseModel):
 class LaunchRequest(BaseModel):
     """The body of ``POST P/dashboards``. Startup fields may be spelled as in :data:`SPELLINGS`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": _BOTH_STARTUP_FIELDS})
 
     name: str = ""
-    engine: str = DEFAULT_ENGINE
+    engine: str = Field(DEFAULT_ENGINE, json_schema_extra={"pattern": _PYTHON})
     size: Size = "small"
     startup_script: str = ""
     startup_code: str = ""
-    env: dict[str, str] = Field(default_factory=dict)
-    master_id: int | None = None
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {
+                "pattern": _ENV_NAME,
+                "not": {"pattern": f"^(?:{RESERVED.pattern})$"},
+            },
+            "additionalProperties": {"type": "string", "pattern": _ENV_VALUE},
+        },
+    )
+    master_id: Id | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +135,8 @@ class LaunchRequest(BaseModel):
     def _known_size(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema's integers include 2.0
         names = ("small", "medium", "large")
         if value in names or (type(value) is int and 0 <= value <= 16):
             return value
@@ -138,6 +161,13 @@ class LaunchRequest(BaseModel):
     @field_validator("env")
     @classmethod
     def _no_context_variables(cls, env: dict[str, str]) -> dict[str, str]:
+        # What execve refuses: a name that is empty or holds "=", a NUL byte anywhere.
+        bad = sorted(repr(name) for name, value in env.items() if _not_for_execve(name, value))
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: an environment variable's name should be non-empty and "
+                "without '=', and neither name nor value may hold a NUL character"
+            )
         reserved = sorted(name for name in env if is_reserved(name))
         if reserved:
             raise ValueError(
@@ -162,6 +192,30 @@ class LaunchRequest(BaseModel):
                 raise ValueError("env is given twice: as JSON and as env[NAME] fields")
             data["env"] = env
         return data
+
+
+def _not_for_execve(name: str, value: str) -> bool:
+    """Whether ``name=value`` cannot be an environment variable of a process."""
+    return not name or "=" in name or "\0" in name or "\0" in value
+
+
+#: A form-encoded launch (as the 2013 clients sent), as JSON Schema: the fields of
+#: :class:`LaunchRequest` as text.
+LAUNCH_FORM = {
+    "type": "object",
+    "description": "The fields of a JSON launch, as text. Also accepted: env as JSON text or "
+    "as env[NAME] fields, and the other spellings of the startup fields.",
+    "properties": {
+        "name": {"type": "string"},
+        "engine": {"type": "string", "pattern": _PYTHON},
+        "size": {"type": "string", "pattern": "^(small|medium|large|1[0-6]|[0-9])$"},
+        "startup_script": {"type": "string"},
+        "startup_code": {"type": "string"},
+        "master_id": {"type": "string", "pattern": "^([1-9][0-9]{0,17})?$"},
+    },
+    "additionalProperties": False,
+    "not": _BOTH_STARTUP_FIELDS,
+}
 
 
 class StopRequest(BaseModel):

@@ -282,8 +282,8 @@ def test_unknown_routes_answer_with_an_error_object(server):
     assert set(answer.json()) == {"error"}
 
 
-def test_openapi_describes_the_routes_and_the_models(server):
-    schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+def test_openapi_describes_the_routes_and_the_models(api, server):
+    schema = requests.get(f"{server.url}/openapi.json", auth=api.auth, timeout=10).json()
     paths = schema["paths"]
     prefix = "/users/{owner_id}/projects/{project_id}"
     for path in [
