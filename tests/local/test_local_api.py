@@ -48,13 +48,6 @@ def test_the_project_is_served_at_its_url(api, server):
     assert project["name"] == "project"
 
 
-@pytest.mark.parametrize("path", ["/users/someone-else/projects/project", "/users/x/projects/y"])
-def test_another_owners_project_is_not_found(api, server, path):
-    answer = requests.get(server.url + path + "/dashboards", auth=api.auth, timeout=10)
-    assert answer.status_code == 404
-    assert "no project" in answer.json()["error"]
-
-
 def test_dashboards_are_listed_with_or_without_a_trailing_slash(api, server):
     plain = api("GET", "/dashboards").json()
     slashed = api("GET", "/dashboards/").json()
