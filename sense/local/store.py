@@ -75,6 +75,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._as_json = _json_select(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -132,12 +133,36 @@ class Store:
             values += list(wanted)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
+            if self._as_json is not None:
+                # One JSON text for all the rows, decoded at once: a listing of
+                # thousands of dashboards costs a few milliseconds, not tens.
+                (text,) = self._db.execute(
+                    f"SELECT json_group_array(json(row)) FROM "
+                    f"(SELECT {self._as_json} AS row FROM dashboards{where} ORDER BY id)",
+                    values,
+                ).fetchone()
+                return sorted(json.loads(text), key=lambda row: row["id"])
             rows = self._db.execute(f"SELECT * FROM dashboards{where} ORDER BY id", values)
             return [_decode(row) for row in rows]
 
     def _get(self, dashboard_id: int) -> dict | None:
         row = self._db.execute("SELECT * FROM dashboards WHERE id = ?", (dashboard_id,)).fetchone()
         return _decode(row) if row is not None else None
+
+
+def _json_select(db: sqlite3.Connection) -> str | None:
+    """A SQL expression that makes a row one JSON object, or None where sqlite lacks JSON."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(dashboards)")]
+    parts = ", ".join(
+        f"'{name}', json({name})" if name in _JSON_COLUMNS else f"'{name}', {name}"
+        for name in columns
+    )
+    expression = f"json_object({parts})"
+    try:
+        db.execute(f"SELECT {expression} FROM dashboards LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        return None
+    return expression
 
 
 def _encode(name: str, value):
