@@ -24,6 +24,8 @@ import sense
 HERE = Path(__file__).resolve().parent
 N = 100
 RUNS = 5
+#: Thread pools tried: the default, enough for 3 waves of 100, one thread a launch.
+POOLS = (10, 34, 100)
 
 
 def start_api(delay: float = 0.020) -> tuple[subprocess.Popen, str]:
@@ -56,8 +58,46 @@ def timed(call) -> float:
     return time.perf_counter() - started
 
 
-def measure() -> dict[str, float]:
+def cpu_per_request(url: str, session) -> dict[str, float]:
+    """CPU seconds this process spends per POST: through sense, bare requests, bare http.client."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    from sense import rest
+
+    count = 50
+    body = {"name": "cpu", "startup_code": "", "env": {}}
+
+    def per_request(send) -> float:
+        send()
+        started = time.thread_time()
+        for _ in range(count):
+            send()
+        return (time.thread_time() - started) / count
+
+    connection = http.client.HTTPConnection(urlsplit(url).netloc)
+
+    def raw() -> None:
+        connection.request(
+            "POST", url, body=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        json.loads(connection.getresponse().read())
+
+    try:
+        return {
+            "cpu_sense": per_request(lambda: rest.request("POST", url, json=body)),
+            "cpu_requests": per_request(lambda: session.post(url, json=body).json()),
+            "cpu_http_client": per_request(raw),
+        }
+    finally:
+        connection.close()
+
+
+def measure(pools=POOLS) -> dict:
     process, api_url = start_api()
+    saved = dict(os.environ)
+    saved_pool = sense.THREAD_POOL_SIZE
     try:
         as_master_of(api_url)
         url = f"{api_url}/users/bench/projects/bench/dashboards"
@@ -67,32 +107,61 @@ def measure() -> dict[str, float]:
         sequential = statistics.median(
             timed(lambda: [session.post(url, json={}) for _ in range(N)]) for _ in range(RUNS)
         )
-        launches, stops = [], []
-        for _ in range(RUNS):
-            launches.append(timed(lambda: sense.launchWorkers(N)))
-            stops.append(timed(sense.stopWorkers))
+        sense.getWorkers()  # warm: the first request imports requests
+        by_pool = {}
+        for pool in pools:
+            sense.THREAD_POOL_SIZE = pool
+            launches, stops, cpu = [], [], []
+            for _ in range(RUNS):
+                started_cpu = time.process_time()
+                launches.append(timed(lambda: sense.launchWorkers(N)))
+                cpu.append(time.process_time() - started_cpu)
+                stops.append(timed(sense.stopWorkers))
+            by_pool[pool] = {
+                "launch": statistics.median(launches),
+                "stop": statistics.median(stops),
+                "launch_cpu": statistics.median(cpu),
+            }
         return {
             "round_trip": round_trip,
-            "sequential_100": sequential,
-            "launch_100": statistics.median(launches),
-            "stop_all_100": statistics.median(stops),
-            "pool_size": sense.THREAD_POOL_SIZE,
+            "sequential": sequential,
+            "by_pool": by_pool,
+            **cpu_per_request(url, session),
         }
     finally:
+        sense.THREAD_POOL_SIZE = saved_pool
+        os.environ.clear()
+        os.environ.update(saved)
         process.terminate()
         process.wait()
 
 
-def report(results: dict[str, float]) -> str:
+def report(results: dict) -> str:
     trip = results["round_trip"]
     rows = [
-        ("one round trip (floor)", results["round_trip"]),
-        (f"{N} sequential requests", results["sequential_100"]),
-        (f"launchWorkers({N}), pool {results['pool_size']}", results["launch_100"]),
-        (f"stopWorkers() of {N}", results["stop_all_100"]),
+        ("one round trip (floor)", trip, ""),
+        (f"{N} sequential requests (requests.Session)", results["sequential"], ""),
     ]
-    lines = ["| what | median (s) | round trips |", "|---|---|---|"]
-    lines += [f"| {name} | {value:.3f} | {value / trip:.1f} |" for name, value in rows]
+    for pool, figures in results["by_pool"].items():
+        default = " (default)" if pool == 10 else ""
+        cpu = f"{figures['launch_cpu'] * 1000:.0f} ms"
+        rows.append((f"`launchWorkers({N})`, pool {pool}{default}", figures["launch"], cpu))
+        rows.append((f"`stopWorkers()` of {N}, pool {pool}{default}", figures["stop"], ""))
+    lines = [
+        "| what | median (s) | round trips | client CPU |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {value:.3f} | {value / trip:.1f} | {cpu} |" for name, value, cpu in rows]
+    lines += [
+        "",
+        "Client CPU per request (one thread, no waiting on the GIL):",
+        "",
+        "| through | CPU per request (ms) |",
+        "|---|---|",
+        f"| `sense.rest.request` | {results['cpu_sense'] * 1000:.2f} |",
+        f"| bare `requests.Session.post` | {results['cpu_requests'] * 1000:.2f} |",
+        f"| bare `http.client` | {results['cpu_http_client'] * 1000:.2f} |",
+    ]
     return "\n".join(lines)
 
 

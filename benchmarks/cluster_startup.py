@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 SIZES = (4, 16, 64)
 RUNS = 3
@@ -110,20 +109,24 @@ def dask_time(n: int) -> float:
     return elapsed
 
 
-def median_of(measure: Callable[[int], float], n: int) -> float:
-    return statistics.median(measure(n) for _ in range(RUNS))
-
-
 def measure() -> dict[str, dict[int, float]]:
-    results: dict[str, dict[int, float]] = {"popen": {}, "sense": {}, "ipyparallel": {}, "dask": {}}
+    """Medians over ``RUNS`` rounds; each round takes every size and peer in turn, so that
+    whatever else the machine does at some moment weighs on all of them alike."""
+    samples: dict[str, dict[int, list[float]]] = {
+        name: {n: [] for n in SIZES} for name in ("popen", "sense", "ipyparallel", "dask")
+    }
     with SenseCluster() as cluster:
-        for n in SIZES:
-            results["sense"][n] = median_of(cluster.time_to_report, n)
-    for n in SIZES:
-        results["popen"][n] = median_of(popen_floor, n)
-        results["ipyparallel"][n] = median_of(ipyparallel_time, n)
-        results["dask"][n] = median_of(dask_time, n)
-    return results
+        cluster.time_to_report(min(SIZES))  # warm: the client's first request imports requests
+        for _ in range(RUNS):
+            for n in SIZES:
+                samples["popen"][n].append(popen_floor(n))
+                samples["sense"][n].append(cluster.time_to_report(n))
+                samples["ipyparallel"][n].append(ipyparallel_time(n))
+                samples["dask"][n].append(dask_time(n))
+    return {
+        name: {n: statistics.median(values) for n, values in by_size.items()}
+        for name, by_size in samples.items()
+    }
 
 
 def report(results: dict[str, dict[int, float]]) -> str:
@@ -144,7 +147,7 @@ def plot(results: dict[str, dict[int, float]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = plt.subplots(figsize=(6, 3.6))
     labels = {
         "popen": "Popen floor",
         "sense": "sense",
@@ -157,12 +160,12 @@ def plot(results: dict[str, dict[int, float]], path: str) -> None:
     axes.set_yscale("log")
     axes.set_xticks(SIZES, [str(n) for n in SIZES])
     axes.set_xlabel("workers (N)")
-    axes.set_ylabel("seconds until every worker reported (median)")
-    axes.set_title("From the launch call to N workers reporting back")
+    axes.set_ylabel("seconds (median)")
+    axes.set_title("From the launch call until N workers have reported back", fontsize=10)
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

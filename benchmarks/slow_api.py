@@ -64,10 +64,15 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(200, dashboards[dashboard_id])
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog, set before the socket listens: the default (5) drops the
+    # connections of 100 concurrent launches, which the client then retries a second later.
+    request_queue_size = 256
+
+
 if __name__ == "__main__":
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    server = Server(("127.0.0.1", 0), Handler)
     with open(sys.argv[1], "w") as port_file:
         port_file.write(str(server.server_address[1]))
     server.serve_forever()
