@@ -23,6 +23,13 @@ def test_every_command_has_help(command, capsys):
     assert "usage: sense" in capsys.readouterr().out
 
 
+def run_to_end(project_dir, *args: str) -> tuple[int, str]:
+    """``sense run ARGS`` in the project, to its end: its exit status and its output."""
+    run = sense_command("run", *args, cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    return run.returncode, output
+
+
 def test_run_passes_the_arguments_and_the_exit_status_of_the_script(project_dir):
     (project_dir / "job.py").write_text(
         "import os, sys\n"
@@ -30,9 +37,8 @@ def test_run_passes_the_arguments_and_the_exit_status_of_the_script(project_dir)
         "      repr(os.environ['SENSE_MASTER_ID']))\n"
         "sys.exit(7)\n"
     )
-    run = sense_command("run", "job.py", "a", "--b", cwd=project_dir)
-    output, _ = run.communicate(timeout=30)
-    assert run.returncode == 7
+    returncode, output = run_to_end(project_dir, "job.py", "a", "--b")
+    assert returncode == 7
     assert "args ['a', '--b'] master 1 ''" in output
 
 
@@ -43,17 +49,15 @@ def test_run_shows_each_workers_output_prefixed_by_its_id(project_dir):
         "sense.awaitWorkers(workers, wait_for_completion=True)\n"
         "print('master done')\n"
     )
-    run = sense_command("run", "job.py", cwd=project_dir)
-    output, _ = run.communicate(timeout=30)
-    assert run.returncode == 0, output
+    returncode, output = run_to_end(project_dir, "job.py")
+    assert returncode == 0, output
     assert "[worker 2] hello" in output and "[worker 3] hello" in output
     assert "master done" in output
 
 
 def test_run_of_a_missing_script_fails_with_status_2(project_dir):
-    run = sense_command("run", "nowhere.py", cwd=project_dir)
-    output, _ = run.communicate(timeout=30)
-    assert run.returncode == 2
+    returncode, output = run_to_end(project_dir, "nowhere.py")
+    assert returncode == 2
     assert "no such script" in output
 
 
