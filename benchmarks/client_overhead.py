@@ -4,18 +4,25 @@
 
 Measures, in one process against ``slow_api.py``: one round trip (the
 floor), 100 sequential launch requests, then ``launchWorkers(100)`` and
-``stopWorkers()``; prints medians over a few runs, in seconds and in round trips.
+``stopWorkers()`` at several thread pools, each next to the same 100 POSTs
+sent through bare ``http.client`` connections by a pool of the same size;
+prints medians over a few runs, in seconds and in round trips.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -58,12 +65,48 @@ def timed(call) -> float:
     return time.perf_counter() - started
 
 
+def post_raw(connection: http.client.HTTPConnection, url: str, body: dict) -> dict:
+    """One launch POST on a bare ``http.client`` connection: the least any client can do."""
+    connection.request(
+        "POST", url, body=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    return json.loads(connection.getresponse().read())
+
+
+def bare_launches(url: str, pool: int) -> float:
+    """Seconds for N POSTs from a fresh pool of ``pool`` threads sharing warm connections.
+
+    Shaped as ``launchWorkers`` is (a new thread pool per call, connections kept
+    between calls), without ``requests``: what the pool, the machine and the
+    stand-in API allow.
+    """
+    connections: queue.Queue = queue.Queue()
+    for _ in range(pool):
+        connection = http.client.HTTPConnection(urlsplit(url).netloc)
+        connection.connect()
+        connections.put(connection)
+
+    def launch_one(_: int) -> dict:
+        connection = connections.get()
+        try:
+            return post_raw(connection, url, {"name": "bare"})
+        finally:
+            connections.put(connection)
+
+    def launch_all() -> None:
+        with ThreadPoolExecutor(max_workers=pool) as threads:
+            list(threads.map(launch_one, range(N)))
+
+    try:
+        launch_all()  # warm
+        return statistics.median(timed(launch_all) for _ in range(RUNS))
+    finally:
+        while not connections.empty():
+            connections.get().close()
+
+
 def cpu_per_request(url: str, session) -> dict[str, float]:
     """CPU seconds this process spends per POST: through sense, bare requests, bare http.client."""
-    import http.client
-    import json
-    from urllib.parse import urlsplit
-
     from sense import rest
 
     count = 50
@@ -78,20 +121,22 @@ def cpu_per_request(url: str, session) -> dict[str, float]:
 
     connection = http.client.HTTPConnection(urlsplit(url).netloc)
 
-    def raw() -> None:
-        connection.request(
-            "POST", url, body=json.dumps(body), headers={"Content-Type": "application/json"}
-        )
-        json.loads(connection.getresponse().read())
-
+    # requests reads the proxy variables from the environment at every request
+    # unless trust_env is off: what that reading costs.
+    without_environment = requests.Session()
+    without_environment.trust_env = False
     try:
         return {
             "cpu_sense": per_request(lambda: rest.request("POST", url, json=body)),
             "cpu_requests": per_request(lambda: session.post(url, json=body).json()),
-            "cpu_http_client": per_request(raw),
+            "cpu_requests_no_env": per_request(
+                lambda: without_environment.post(url, json=body).json()
+            ),
+            "cpu_http_client": per_request(lambda: post_raw(connection, url, body)),
         }
     finally:
         connection.close()
+        without_environment.close()
 
 
 def measure(pools=POOLS) -> dict:
@@ -121,6 +166,7 @@ def measure(pools=POOLS) -> dict:
                 "launch": statistics.median(launches),
                 "stop": statistics.median(stops),
                 "launch_cpu": statistics.median(cpu),
+                "bare": bare_launches(url, pool),
             }
         return {
             "round_trip": round_trip,
@@ -147,6 +193,7 @@ def report(results: dict) -> str:
         cpu = f"{figures['launch_cpu'] * 1000:.0f} ms"
         rows.append((f"`launchWorkers({N})`, pool {pool}{default}", figures["launch"], cpu))
         rows.append((f"`stopWorkers()` of {N}, pool {pool}{default}", figures["stop"], ""))
+        rows.append((f"{N} POSTs through bare `http.client`, pool {pool}", figures["bare"], ""))
     lines = [
         "| what | median (s) | round trips | client CPU |",
         "|---|---|---|---|",
@@ -160,6 +207,8 @@ def report(results: dict) -> str:
         "|---|---|",
         f"| `sense.rest.request` | {results['cpu_sense'] * 1000:.2f} |",
         f"| bare `requests.Session.post` | {results['cpu_requests'] * 1000:.2f} |",
+        "| bare `requests.Session.post`, `trust_env = False` | "
+        f"{results['cpu_requests_no_env'] * 1000:.2f} |",
         f"| bare `http.client` | {results['cpu_http_client'] * 1000:.2f} |",
     ]
     return "\n".join(lines)
