@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import collections
 import os
+import signal
 import sys
 
 import psutil
@@ -346,3 +347,18 @@ def test_sense_server_listens_on_loopback_unless_told_otherwise(project_dir, opt
         server.terminate()
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def test_sense_run_listens_on_loopback_only(project_dir):
+    (project_dir / "job.py").write_text(
+        "import os, time\nprint(os.environ['SENSE_API_URL'], flush=True)\ntime.sleep(60)\n"
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    try:
+        api_url = run.stdout.readline().strip()
+        port = int(api_url.rsplit(":", 1)[1])
+        assert api_url == f"http://127.0.0.1:{port}"
+        assert listening_addresses(run.pid, port) == ["127.0.0.1"]
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
