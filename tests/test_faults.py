@@ -20,7 +20,9 @@ from sense.local import LocalServer
 pytestmark = pytest.mark.timeout(300)
 
 SLEEPER = "import time; time.sleep(600)"
-ROUNDS = 12
+#: Launch rounds: at least the first, and on until both a launch and a LaunchError were seen
+#: (a round of 3 launches succeeds only about one time in four at this fault rate).
+ROUNDS, MAX_ROUNDS = 12, 40
 
 
 @pytest.fixture
@@ -78,7 +80,9 @@ def test_under_faults_launches_are_all_or_nothing_and_every_call_ends_in_time(
             clean_env.setenv(name, value.replace(server.url, proxy.url))
         given: set[int] = set()
         outcomes = []
-        for _ in range(ROUNDS):
+        while len(outcomes) < ROUNDS or (
+            len(outcomes) < MAX_ROUNDS and not {"list", "LaunchError"} <= set(outcomes)
+        ):
             result = bounded(lambda: sense.launchWorkers(3, startupCode=SLEEPER), seconds=60)
             outcomes.append(type(result).__name__)
             if isinstance(result, list):
