@@ -128,7 +128,12 @@ def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
         assert f"{printer}  stopped" in cli("ps", "--all")
         # From a shell that exported the variables, too.
         assert f"{idle}  running" in cli("ps", env=env)
-        assert f"{idle}: stopped" in cli("stop", str(idle))
+        # An id that is not there is reported, the others are stopped all the same.
+        stop = sense_command("stop", "999", str(idle), cwd=project_dir)
+        output = stop.communicate(timeout=30)[0]
+        assert stop.returncode == 1
+        assert f"{idle}: stopped" in output
+        assert "999: no dashboard 999" in output
         assert f"{idle}  running" not in cli("ps")
     finally:
         server.send_signal(signal.SIGINT)

@@ -51,6 +51,22 @@ def test_start_makes_this_process_a_master_and_stop_restores_the_environment(pro
     assert dict(os.environ) == before
 
 
+def test_start_for_another_project_while_one_runs_is_refused_and_touches_nothing(
+    project_dir, tmp_path
+):
+    other = tmp_path / "other"
+    other.mkdir()
+    with sense.local.start(project_dir, grace=1.0) as server:
+        context = dict(os.environ)
+        with pytest.raises(sense.SenseError) as refused:
+            sense.local.start(other)
+        assert str(project_dir) in str(refused.value)
+        assert "sense.local.stop()" in str(refused.value)
+        assert list(other.iterdir()) == []
+        assert dict(os.environ) == context
+        assert sense.getMaster()["id"] == server.master["id"]
+
+
 def test_get_workers_from_the_master_and_from_a_worker(local_master):
     master = local_master.master["id"]
     code = (
