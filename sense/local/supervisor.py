@@ -89,10 +89,6 @@ class Supervisor(abc.ABC):
         """Interrupt the job as Ctrl-C in a terminal would (SIGINT)."""
 
     @abc.abstractmethod
-    def status(self, dashboard_id: int) -> str | None:
-        """``"starting"``, ``"running"`` or ``"ended"``; None for a job it never ran."""
-
-    @abc.abstractmethod
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         """Wait for the job to end; its exit code, or None if it is still running."""
 
@@ -114,7 +110,6 @@ class _Process:
     popen: subprocess.Popen
     channel: socket.socket
     job: Job
-    state: str = "starting"
     stopped: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -190,7 +185,6 @@ class LocalProcessSupervisor(Supervisor):
     def _watch(self, dashboard_id: int, process: _Process) -> None:
         try:
             if process.channel.recv(1) == b"R":
-                process.state = "running"
                 # Recorded before the job starts, so the job sees itself running.
                 self.on_running(dashboard_id)
                 process.channel.sendall(process.job.message())
@@ -199,7 +193,6 @@ class LocalProcessSupervisor(Supervisor):
         code = process.popen.wait()
         # Whatever the job left behind in its group ends with it.
         _signal_group(process.popen, signal.SIGKILL)
-        process.state = "ended"
         try:
             self.on_exit(dashboard_id, code, process.stopped)
         finally:
@@ -215,10 +208,6 @@ class LocalProcessSupervisor(Supervisor):
         if not process.ended.wait(self.grace):
             _signal_group(process.popen, signal.SIGKILL)
             process.ended.wait(self.grace)
-
-    def status(self, dashboard_id: int) -> str | None:
-        process = self._processes.get(dashboard_id)
-        return None if process is None else process.state
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         process = self._processes.get(dashboard_id)
