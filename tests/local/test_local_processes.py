@@ -57,6 +57,17 @@ def test_an_uncaught_exception_fails_the_worker_with_its_traceback_in_the_log(ap
     assert "engine" not in log
 
 
+def test_a_worker_whose_python_cannot_start_fails_with_the_reason_in_its_log(api):
+    # An env that breaks the interpreter: the worker never gets as far as its code.
+    worker = api.launch(env={"PYTHONHOME": "/nonexistent"}, startup_code="print('never')")
+    failed = api.wait_status(worker["id"], "failed")
+    assert failed["exit_code"] != 0
+    assert failed["started_at"] is None
+    log = api.logs(worker["id"])
+    assert "No module named 'encodings'" in log
+    assert "never" not in log
+
+
 def test_sys_exit_sets_the_exit_code(api):
     worker = api.launch(startup_code="import sys; sys.exit(3)")
     assert api.wait_status(worker["id"], "failed")["exit_code"] == 3
