@@ -68,9 +68,19 @@ def test_a_worker_whose_python_cannot_start_fails_with_the_reason_in_its_log(api
     assert "never" not in log
 
 
-def test_sys_exit_sets_the_exit_code(api):
-    worker = api.launch(startup_code="import sys; sys.exit(3)")
-    assert api.wait_status(worker["id"], "failed")["exit_code"] == 3
+@pytest.mark.parametrize(
+    ("code", "status", "exit_code", "logged"),
+    [
+        ("import sys; sys.exit(3)", "failed", 3, ""),
+        ("import sys; sys.exit()", "stopped", 0, ""),
+        ("import sys; sys.exit('no input files')", "failed", 1, "no input files\n"),
+    ],
+    ids=["number", "none", "message"],
+)
+def test_sys_exit_ends_the_worker_as_it_ends_python(api, code, status, exit_code, logged):
+    worker = api.launch(startup_code=code)
+    assert api.wait_status(worker["id"], status)["exit_code"] == exit_code
+    assert api.logs(worker["id"]) == logged
 
 
 def test_a_worker_without_code_idles_until_it_is_stopped(api):
