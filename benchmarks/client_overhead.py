@@ -106,7 +106,7 @@ def bare_launches(url: str, pool: int) -> float:
 
 
 def cpu_per_request(url: str, session) -> dict[str, float]:
-    """CPU seconds this process spends per POST: through sense, bare requests, bare http.client."""
+    """CPU seconds per POST: via sense, bare requests (trust_env on and off), http.client."""
     from sense import rest
 
     count = 50

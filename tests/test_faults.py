@@ -20,7 +20,7 @@ from sense.local import LocalServer
 pytestmark = pytest.mark.timeout(300)
 
 SLEEPER = "import time; time.sleep(600)"
-#: Launch rounds: at least the first, and on until both a launch and a LaunchError were seen
+#: Launch rounds: at least 12, and on (up to 40) until a launch and a LaunchError were both seen
 #: (a round of 3 launches succeeds only about one time in four at this fault rate).
 ROUNDS, MAX_ROUNDS = 12, 40
 
