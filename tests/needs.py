@@ -6,7 +6,7 @@ that CI never passes by running less.
 
 Example
 -------
->>> require(shutil.which("chromium") is not None, "Debian's chromium is not installed")  # doctest: +SKIP
+>>> require(shutil.which("chromium") is not None, "no chromium")  # doctest: +SKIP
 """
 
 from __future__ import annotations
