@@ -52,6 +52,10 @@ class LocalServer:
         Seconds between SIGTERM and SIGKILL when a dashboard is stopped.
     username, password : str, optional
         Credentials accepted besides the token.
+    backend : str
+        Where dashboards run: ``"local"`` (process groups on this machine, the default),
+        ``"ray"`` (across a Ray cluster), or a backend installed under the entry-point group
+        ``sense.backends``. Keyword options it takes of its own (``ray_address``) follow.
 
     Attributes
     ----------
@@ -61,6 +65,8 @@ class LocalServer:
         ``{url}/users/{owner}/projects/{project}``.
     master : dict or None
         The master dashboard that :meth:`attach` made of this process.
+    project : LocalProject
+        The project's rules: launching, stopping, listing dashboards, reading their output.
 
     Examples
     --------
@@ -79,21 +85,25 @@ class LocalServer:
         grace=None,
         username=None,
         password=None,
+        backend="local",
+        **backend_options,
     ) -> None:
+        from sense.local import backends
         from sense.local.app import Credentials, create_app
         from sense.local.context import Project
         from sense.local.project import LocalProject
         from sense.local.server import ServerThread, bind
         from sense.local.statedir import StateDir
         from sense.local.store import Store
-        from sense.local.supervisor import DEFAULT_GRACE, LocalProcessSupervisor
 
+        # An unknown backend is refused before anything is made or locked.
+        backend_class = backends.load(backend)
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()
         self.master = None
         self._saved_environ: dict[str, str] | None = None
         self._thread = None
-        sock = self._store = None
+        sock = self._store = self._backend = None
         try:
             sock = bind(host, port)
             shown_host = f"[{host}]" if ":" in host else host
@@ -105,23 +115,23 @@ class LocalServer:
                 token=self.state.token(),
             )
 
-            def supervisor(on_running, on_exit):
-                return LocalProcessSupervisor(
-                    info.directory,
-                    self.state.log_path,
-                    on_running,
-                    on_exit,
-                    grace=DEFAULT_GRACE if grace is None else grace,
-                )
-
+            self._backend = backend_class(
+                info.directory,
+                self.state,
+                grace=backends.DEFAULT_GRACE if grace is None else grace,
+                max_workers=max_workers,
+                **backend_options,
+            )
             self._store = Store(self.state.db_path)
-            self.project = LocalProject(info, self._store, supervisor, max_workers=max_workers)
+            self.project = LocalProject(info, self._store, self._backend)
             app = create_app(self.project, Credentials(info.token, username, password))
             self._thread = ServerThread(app, sock)
             self._thread.start()
             self.state.write_server_file(info.api_url, info.url)
         except BaseException:
             if self._thread is None:
+                if self._backend is not None:
+                    self._backend.shutdown()
                 for opened in (sock, self._store):
                     if opened is not None:
                         opened.close()
@@ -140,16 +150,16 @@ class LocalServer:
         self.master = self.project.attach_master()
         if set_environ:
             self._saved_environ = dict(os.environ)
-            row = self.project.get(self.master["id"])
+            from sense.local.backends import dashboard_environment
+
+            master_context = self.project.context(self.project.get(self.master["id"]))
             os.environ.clear()
-            os.environ.update(self.project.environment(row))
+            os.environ.update(dashboard_environment(self._saved_environ, master_context, {}))
         return self.master
 
     def master_environment(self) -> dict[str, str]:
         """The ``SENSE_*`` variables of :attr:`master`, as a shell or notebook needs them."""
-        from sense.local.context import context
-
-        return context(self.project.info, self.project.get(self.master["id"]))
+        return self.project.context(self.project.get(self.master["id"]))
 
     def stop(self) -> None:
         """Stop every dashboard and the server; restore the environment :meth:`attach` changed."""

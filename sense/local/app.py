@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -273,8 +273,9 @@ def list_workers(dashboard_id: DashboardId, project: ThisProject):
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def get_logs(dashboard_id: DashboardId, project: ThisProject) -> Response:
-    """The dashboard's output so far, as text."""
-    return PlainTextResponse(project.logs(dashboard_id))
+    """The dashboard's output so far, as text, streamed from where the backend keeps it."""
+    _, chunks = project.read_logs(dashboard_id)
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 docs = APIRouter(dependencies=[Depends(require_auth)], include_in_schema=False)

@@ -145,7 +145,7 @@ def _run(args) -> int:
     try:
         project = server.project
         master = project.run_master(script, args.args)
-        follower = LogFollower(project, server.state.log_path, sys.stdout, after=master["id"])
+        follower = LogFollower(project, sys.stdout, after=master["id"])
         follower.start()
         code = _wait_for(project, master["id"])
     finally:

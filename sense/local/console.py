@@ -2,7 +2,7 @@
 
 Example
 -------
->>> follower = LogFollower(project, state.log_path, sys.stdout)   # doctest: +SKIP
+>>> follower = LogFollower(project, sys.stdout, after=1)           # doctest: +SKIP
 >>> follower.start(); ...; follower.stop()                         # doctest: +SKIP
 [worker 3] hello from 127.0.0.4
 """
@@ -10,7 +10,6 @@ Example
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 POLL_SECONDS = 0.1
 
@@ -21,9 +20,7 @@ class LogFollower:
     Parameters
     ----------
     project : LocalProject
-        Whose dashboards to follow.
-    log_path : callable(dashboard_id) -> path
-        Where each dashboard's log is.
+        Whose dashboards to follow; their output comes through its backend.
     out : text file
         Where the prefixed lines go.
     after : int
@@ -31,9 +28,8 @@ class LogFollower:
         nor the master itself, whose output is on the console already.
     """
 
-    def __init__(self, project, log_path, out, *, after: int) -> None:
+    def __init__(self, project, out, *, after: int) -> None:
         self.project = project
-        self.log_path = log_path
         self.out = out
         self.after = after
         self._offsets: dict[int, int] = {}
@@ -67,12 +63,8 @@ class LogFollower:
 
     def _copy(self, dashboard: dict) -> None:
         dashboard_id = dashboard["id"]
-        try:
-            with open(Path(self.log_path(dashboard_id)), "rb") as log:
-                log.seek(self._offsets.get(dashboard_id, 0))
-                data = log.read()
-        except FileNotFoundError:
-            return
+        _, chunks = self.project.read_logs(dashboard_id, self._offsets.get(dashboard_id, 0))
+        data = b"".join(chunks)
         if not data:
             return
         self._offsets[dashboard_id] = self._offsets.get(dashboard_id, 0) + len(data)

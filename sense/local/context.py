@@ -13,13 +13,10 @@ Example
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import sys
 from dataclasses import dataclass
 
 PUBLIC_DNS = "localhost"
-SERVER_IP = "127.0.0.1"
 
 RESERVED = re.compile(
     r"SENSE_(API_URL|OWNER_ID|PROJECT_ID|PROJECT_URL|DASHBOARD_ID|MASTER_ID|API_TOKEN|API_KEY"
@@ -49,20 +46,6 @@ def is_reserved(name: str) -> bool:
     return RESERVED.fullmatch(name) is not None
 
 
-def project_ip(dashboard_id: int) -> str:
-    """This dashboard's own loopback address: 127.0.0.1 + id on Linux (id 7 → 127.0.0.8).
-
-    Every address of 127.0.0.0/8 reaches this machine on Linux, so two
-    dashboards can bind the same port, each on its own address. Elsewhere
-    only 127.0.0.1 is configured, and dashboards share it.
-    """
-    if not sys.platform.startswith("linux"):
-        return SERVER_IP
-    # Stay clear of 127.0.0.1 (the server) and of 127.255.255.255 (broadcast).
-    offset = (dashboard_id - 1) % (2**24 - 3) + 1
-    return str(ipaddress.IPv4Address(SERVER_IP) + offset)
-
-
 def context(project: Project, dashboard: dict) -> dict[str, str]:
     """The ``SENSE_*`` variables of ``dashboard`` (a row with id, master_id, address, ports)."""
     master = dashboard.get("master_id")
@@ -86,17 +69,3 @@ def context(project: Project, dashboard: dict) -> dict[str, str]:
         variables[f"SENSE_PORT{i}_PUBLIC"] = str(public)
         variables[f"SENSE_PUBLIC_PORT{i}"] = str(public)
     return variables
-
-
-def environment(base: dict[str, str], project: Project, dashboard: dict) -> dict[str, str]:
-    """A dashboard's whole environment: ``base`` + its context + the caller's ``env``.
-
-    The ``SENSE_*`` variables of ``base`` are left out: when the server itself
-    runs on a dashboard, its context must not leak into its workers' own.
-    """
-    env = {name: value for name, value in base.items() if not name.startswith("SENSE_")}
-    # Workers' output should reach their log as it is printed, not when a buffer fills.
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(context(project, dashboard))
-    env.update(dashboard.get("env") or {})
-    return env

@@ -1,6 +1,6 @@
 """The worker bootstrap: what runs inside every dashboard process of the local server.
 
-The supervisor starts it by file path with the server's Python::
+The local backend starts it by file path with the server's Python::
 
     python .../sense/local/engine.py --fd 5
 

@@ -1,30 +1,27 @@
-"""The local project's behaviour: what launching, stopping and listing dashboards do.
+"""The project's rules: what launching, stopping and listing dashboards do.
 
-This is the state behind the REST API (the routes only translate HTTP to calls
-here): the store keeps the dashboards, the supervisor runs them, and this
-module keeps the rules — who may launch, the quota, that a master's workers
-end with it, and what a restart finds.
+This is the state behind the REST API (the routes only translate HTTP to
+calls here). The store keeps the dashboards; a backend
+(:mod:`sense.local.backends`) places and runs them; this module keeps the
+rules: who may launch, the quota, that a master's workers end with it, what
+a restart finds. Nothing here knows how or where a dashboard runs.
 
 Example
 -------
->>> project = LocalProject(info, store, LocalProcessSupervisor)  # doctest: +SKIP
+>>> project = LocalProject(info, store, LocalBackend(directory, state))  # doctest: +SKIP
 >>> worker = project.launch(LaunchRequest(startup_code="print(1)", master_id=1))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
+from collections.abc import Iterator
 
-from sense.errors import SenseConfigError
-from sense.local import context
+from sense.local import backends, context
+from sense.local.backends import Backend, LaunchSpec, Placement
 from sense.local.models import LaunchRequest
 from sense.local.store import ACTIVE, Store, now
-from sense.local.supervisor import Job
 
-ENDED = ("stopped", "failed")
-QUOTA_VARIABLE = "SENSE_LOCAL_MAX_WORKERS"
 #: Public fields of a row (SPEC §3); the rest is the server's own bookkeeping.
 _PUBLIC = (
     "id",
@@ -59,21 +56,12 @@ class Conflict(ProjectError):
     status = 409
 
 
+class Unprocessable(ProjectError):
+    status = 422
+
+
 class QuotaExceeded(ProjectError):
     status = 429
-
-
-def default_quota() -> int:
-    """How many dashboards may run at once: ``SENSE_LOCAL_MAX_WORKERS``, else 4 per CPU, 8 at least.
-
-    Idle workers cost memory, not CPU, so a few per core is safe.
-    """
-    configured = os.environ.get(QUOTA_VARIABLE, "").strip()
-    if configured:
-        if not configured.isdigit():
-            raise SenseConfigError(f"{QUOTA_VARIABLE} should be a number, not {configured!r}")
-        return int(configured)
-    return max(8, 4 * (os.cpu_count() or 1))
 
 
 class LocalProject:
@@ -85,23 +73,22 @@ class LocalProject:
         Where the project is and how its API is reached.
     store : Store
         Its dashboards; ones an earlier run left active are ended here.
-    supervisor_factory : callable(on_running, on_exit) -> Supervisor
-        Makes the supervisor that runs the dashboards, given this project's callbacks.
-    max_workers : int, optional
-        The quota on dashboards launched through the API and running at once.
+    backend : Backend
+        Where its dashboards run.
     """
 
-    def __init__(
-        self, info: context.Project, store: Store, supervisor_factory, *, max_workers=None
-    ):
+    def __init__(self, info: context.Project, store: Store, backend: Backend) -> None:
         self.info = info
         self.store = store
-        self.max_workers = default_quota() if max_workers is None else max_workers
-        self.supervisor = supervisor_factory(self._on_running, self._on_exit)
+        self.backend = backend
+        # Dashboards whose launch is under way: a stop waits for the launch to finish, so
+        # that it always has a process to end (no dashboard recorded ended that still runs).
+        self._launching: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
+        backend.subscribe(self._on_running, self._on_exit)
         self._end_leftovers()
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------
 
     def public(self, row: dict) -> dict:
         """A row as the API shows it (SPEC §3)."""
@@ -119,8 +106,9 @@ class LocalProject:
             raise NotFound(f"no dashboard {dashboard_id} in project {self.info.project_id}")
         return row
 
-    def dashboards(self) -> list[dict]:
-        return [self.public(row) for row in self.store.select()]
+    def dashboards(self, **filters) -> list[dict]:
+        """The dashboards matching ``filters`` (those of :meth:`Store.select`), oldest first."""
+        return [self.public(row) for row in self.store.select(**filters)]
 
     def dashboard(self, dashboard_id: int) -> dict:
         return self.public(self.get(dashboard_id))
@@ -128,57 +116,80 @@ class LocalProject:
     def workers(self, master_id: int) -> list[dict]:
         """The running workers of master ``master_id``."""
         self.get(master_id)
-        return [
-            self.public(row) for row in self.store.select(master_id=master_id, status="running")
-        ]
+        return self.dashboards(master_id=master_id, status="running")
 
-    def logs(self, dashboard_id: int) -> str:
+    def read_logs(self, dashboard_id: int, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """A dashboard's log size, and its output from byte ``offset`` (negative: from the end)."""
         self.get(dashboard_id)
-        return self.supervisor.logs(dashboard_id)
+        return self.backend.log_size(dashboard_id), self.backend.read_logs(dashboard_id, offset)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
-        """Wait for a dashboard's job to end; its exit code, or None if it still runs."""
-        return self.supervisor.wait(dashboard_id, timeout)
+        """Wait for a dashboard to end; its exit code, or None if it still runs."""
+        return self.backend.wait(dashboard_id, timeout)
 
     def interrupt(self, dashboard_id: int) -> None:
-        """Ctrl-C for a dashboard's job."""
-        self.supervisor.interrupt(dashboard_id)
+        """Ctrl-C for a dashboard."""
+        self.backend.interrupt(dashboard_id)
 
-    def environment(self, row: dict) -> dict[str, str]:
-        """The whole environment of dashboard ``row``: this process's plus the dashboard's."""
-        return context.environment(dict(os.environ), self.info, row)
+    def context(self, row: dict) -> dict[str, str]:
+        """The ``SENSE_*`` variables of dashboard ``row``."""
+        return context.context(self.info, row)
 
-    # -- launching -----------------------------------------------------------------------------
+    # -- launching -------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> dict:
         """Start a dashboard as the API's ``POST`` asks; a worker when ``master_id`` is given."""
-        with self._lock:
-            if request.master_id is not None:
-                self._check_master(request.master_id)
-            running = len(self.store.select(kind="api", status=ACTIVE))
-            if running >= self.max_workers:
-                raise QuotaExceeded(
-                    f"{running} dashboards are running, the most this server allows "
-                    f"(raise it with `sense server --max-workers N` or {QUOTA_VARIABLE})"
-                )
-            fields = request.model_dump()
-            fields["name"] = fields["name"] or ("worker" if request.master_id else "master")
-            row = self._new_row("api", fields)
-        job = Job(code=row["startup_code"], script=row["startup_script"])
-        return self.public(self._start(row, job))
+        refusal = self.backend.refusal(request.engine, request.size)
+        if refusal is not None:
+            raise Unprocessable(refusal)
+        if request.master_id is not None:
+            self._check_master(request.master_id)
+        fields = request.model_dump()
+        fields["name"] = fields["name"] or ("worker" if request.master_id else "master")
+        limit = self.backend.capacity()
+        row = self._new_row("api", fields, limit=limit)
+        if row is None:
+            raise QuotaExceeded(
+                f"{limit} dashboards are running, the most this server allows (raise it with "
+                "`sense server --max-workers N` or the backend's own setting)"
+            )
+        spec = LaunchSpec(
+            row["id"],
+            row["name"],
+            context=lambda placement: self.context(_placed(row, placement)),
+            engine=row["engine"],
+            size=row["size"],
+            code=row["startup_code"],
+            script=row["startup_script"],
+            env=row["env"],
+        )
+        return self.public(self._start(row, spec))
 
     def run_master(self, script: str, argv: list[str]) -> dict:
-        """Run ``script`` as a master dashboard that shares this process's console."""
-        row = self._new_row("console", {"name": os.path.basename(script), "startup_script": script})
-        return self.public(self._start(row, Job(script=script, argv=argv, console=True)))
+        """Run ``script`` as a master dashboard that shares the server's console."""
+        name = script.rsplit("/", 1)[-1]
+        row = self._new_row("console", {"name": name, "startup_script": script})
+        spec = LaunchSpec(
+            row["id"],
+            name,
+            context=lambda placement: self.context(_placed(row, placement)),
+            script=script,
+            argv=argv,
+            console=True,
+        )
+        return self.public(self._start(row, spec))
 
     def attach_master(self) -> dict:
-        """Make this very process a master dashboard; returns it. Its environment is
-        :meth:`environment` of it."""
+        """Make the server's own process a master dashboard; returns it.
+
+        Its ``SENSE_*`` variables are :meth:`context` of it.
+        """
         row = self._new_row("attached", {"name": "local master"})
+        placement = self.backend.attach(row["id"])
         row = self.store.update(
-            row["id"], status="running", started_at=now(), handle={"pid": os.getpid()}
+            row["id"], status="running", started_at=now(), **_placement_fields(placement)
         )
+        self._launched(row["id"])
         return self.public(row)
 
     def _check_master(self, master_id: int) -> None:
@@ -191,25 +202,35 @@ class LocalProject:
                 "launches workers"
             )
 
-    def _new_row(self, kind: str, fields: dict) -> dict:
-        row = self.store.insert(status="starting", kind=kind, **fields)
-        port = _free_port()
-        return self.store.update(
-            row["id"],
-            project_ip=context.project_ip(row["id"]),
-            public_port_mapping={str(port): port},
-        )
+    def _new_row(self, kind: str, fields: dict, limit: int | None = None) -> dict | None:
+        """Store a new dashboard, ``starting``, and note that its launch is under way."""
+        with self._lock:
+            row = self.store.insert(
+                status="starting",
+                kind=kind,
+                limit=None if limit is None else ("api", limit),
+                **fields,
+            )
+            if row is not None:
+                self._launching[row["id"]] = threading.Event()
+        return row
 
-    def _start(self, row: dict, job: Job) -> dict:
-        job.env = self.environment(row)
+    def _start(self, row: dict, spec: LaunchSpec) -> dict:
         try:
-            handle = self.supervisor.launch(row["id"], job)
+            placement = self.backend.launch(spec)
         except OSError as error:
-            self.store.update(row["id"], status="failed", stopped_at=now())
+            self.store.end(row["id"], "failed", None)
             raise ProjectError(f"dashboard {row['id']} could not start: {error}") from error
-        return self.store.update(row["id"], handle=handle)
+        finally:
+            self._launched(row["id"])
+        # The process may have reported running, or even ended, by now: only add the placement.
+        return self.store.update(row["id"], **_placement_fields(placement))
 
-    # -- stopping ------------------------------------------------------------------------------
+    def _launched(self, dashboard_id: int) -> None:
+        with self._lock:
+            self._launching.pop(dashboard_id).set()
+
+    # -- stopping --------------------------------------------------------------------------------
 
     def stop(self, dashboard_id: int) -> dict:
         """Stop a dashboard (and, if it is a master, its workers); stopping an ended one is fine."""
@@ -219,9 +240,13 @@ class LocalProject:
                 f"dashboard {dashboard_id} is the process that runs this server: end it with "
                 "sense.local.stop() or by stopping the server"
             )
+        with self._lock:
+            launching = self._launching.get(dashboard_id)
+        if launching is not None:
+            launching.wait()
         if row["status"] in ACTIVE:
-            self.supervisor.stop(dashboard_id)
-            # A job that never came up has nothing to report its end: record it here.
+            self.backend.stop(dashboard_id)
+            # A dashboard whose process never came up has no end to report: record it here.
             self.store.update(
                 dashboard_id, only_if_status=ACTIVE, status="stopped", stopped_at=now()
             )
@@ -230,7 +255,7 @@ class LocalProject:
 
     def shutdown(self) -> None:
         """Stop every dashboard; the attached master, if any, is marked stopped."""
-        self.supervisor.shutdown()
+        self.backend.shutdown()
         for row in self.store.select(status=ACTIVE):
             self.store.update(row["id"], only_if_status=ACTIVE, status="stopped", stopped_at=now())
 
@@ -242,39 +267,46 @@ class LocalProject:
         for thread in threads:
             thread.join()
 
-    # -- what the supervisor reports -----------------------------------------------------------
+    # -- what the backend reports ----------------------------------------------------------------
 
     def _on_running(self, dashboard_id: int) -> None:
         self.store.update(
             dashboard_id, only_if_status=("starting",), status="running", started_at=now()
         )
 
-    def _on_exit(self, dashboard_id: int, exit_code: int, stopped: bool) -> None:
-        status = "stopped" if stopped or exit_code == 0 else "failed"
-        row = self.store.update(
-            dashboard_id,
-            only_if_status=ACTIVE,
-            status=status,
-            exit_code=exit_code,
-            stopped_at=now(),
-        )
-        if row is not None and row["exit_code"] is None:
-            self.store.update(dashboard_id, exit_code=exit_code)
+    def _on_exit(self, dashboard_id: int, exit_code: int | None, reason: str) -> None:
+        status = "stopped" if reason == "stopped" or exit_code == 0 else "failed"
+        row = self.store.end(dashboard_id, status, exit_code)
         if row is not None and row["master_id"] is None:
-            # A master's workers end with it; not in this thread, which the supervisor needs.
+            # A master's workers end with it; not in this thread, which the backend needs.
             threading.Thread(target=self._stop_workers_of, args=(dashboard_id,)).start()
 
     def _end_leftovers(self) -> None:
         """Dashboards an earlier run left active: end their processes, and say so."""
         leftovers = self.store.select(status=ACTIVE)
-        self.supervisor.cleanup(row["handle"] for row in leftovers if row["kind"] != "attached")
+        handles: dict[str, list[dict]] = {}
+        for row in leftovers:
+            if row["kind"] != "attached":
+                # Handles from before backends had names were all local ones.
+                handles.setdefault(row["handle"].get("backend", "local"), []).append(row["handle"])
+        for name, of_backend in handles.items():
+            backends.load(name).recover(of_backend)
         for row in leftovers:
             status = "stopped" if row["kind"] == "attached" else "failed"
             self.store.update(row["id"], status=status, stopped_at=now())
 
 
-def _free_port() -> int:
-    """A TCP port free on every address at this moment."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
+def _placement_fields(placement: Placement) -> dict:
+    """The store's fields for a placement."""
+    return {
+        "handle": placement.handle,
+        "project_ip": placement.project_ip,
+        "public_port_mapping": {
+            str(private): public for private, public in placement.ports.items()
+        },
+    }
+
+
+def _placed(row: dict, placement: Placement) -> dict:
+    """``row`` as it is once placed: what the dashboard context is built from."""
+    return {**row, **_placement_fields(placement)}

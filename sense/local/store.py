@@ -3,7 +3,7 @@
 Rows are plain dicts. Besides the fields of a dashboard (SPEC §3) a row has
 ``kind`` (``"api"``: launched through the REST API; ``"console"``: the
 script of ``sense run``; ``"attached"``: the process that runs the server)
-and ``handle`` (what the supervisor needs to find the process again).
+and ``handle`` (what the backend needs to find the processes again).
 
 Example
 -------
@@ -15,12 +15,14 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 from datetime import datetime, timezone
 
 ACTIVE = ("starting", "running")
+_ACTIVE_SQL = ", ".join("?" for _ in ACTIVE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dashboards (
@@ -87,21 +89,34 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def insert(self, **fields) -> dict:
-        """Add a dashboard; ``id`` and ``created_at`` are filled in. Returns the row."""
+    def insert(self, *, limit: tuple[str, int] | None = None, **fields) -> dict | None:
+        """Add a dashboard; ``id`` and ``created_at`` are filled in. Returns the row.
+
+        With ``limit=(kind, n)``, one transaction adds it only if fewer than ``n``
+        dashboards of that kind are active, and returns None otherwise: two launches
+        at once cannot both take the last place.
+        """
         fields.setdefault("created_at", now())
         names = list(fields)
         values = [_encode(name, fields[name]) for name in names]
-        with self._lock:
-            cursor = self._db.execute(
+        with self._lock, self._transaction():
+            if limit is not None:
+                kind, most = limit
+                (active,) = self._db.execute(
+                    f"SELECT count(*) FROM dashboards WHERE kind = ? AND status IN ({_ACTIVE_SQL})",
+                    (kind, *ACTIVE),
+                ).fetchone()
+                if active >= most:
+                    return None
+            row = self._db.execute(
                 f"INSERT INTO dashboards ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' for _ in names)})",
+                f"VALUES ({', '.join('?' for _ in names)}) RETURNING *",
                 values,
-            )
-            return self._get(cursor.lastrowid)
+            ).fetchone()
+            return _decode(row)
 
     def update(self, dashboard_id: int, *, only_if_status=None, **fields) -> dict | None:
-        """Change fields of a dashboard; returns the row, or None if there is no such dashboard.
+        """Change fields of a dashboard; the changed row, or None if nothing was changed.
 
         With ``only_if_status`` (a tuple of statuses), the change is made only if the
         dashboard's status is one of them at that moment.
@@ -114,8 +129,26 @@ class Store:
             condition += f" AND status IN ({', '.join('?' for _ in only_if_status)})"
             values += list(only_if_status)
         with self._lock:
-            self._db.execute(f"UPDATE dashboards SET {assignments} WHERE {condition}", values)
-            return self._get(dashboard_id)
+            row = self._db.execute(
+                f"UPDATE dashboards SET {assignments} WHERE {condition} RETURNING *", values
+            ).fetchone()
+            return _decode(row) if row is not None else None
+
+    def end(self, dashboard_id: int, status: str, exit_code: int | None) -> dict | None:
+        """Record that a dashboard ended; the row, or None if there is no such dashboard.
+
+        The status and stop time are set only if it was still active (a stop may
+        have recorded them already); the exit code only if none was recorded yet.
+        """
+        with self._lock:
+            row = self._db.execute(
+                f"UPDATE dashboards SET "
+                f"stopped_at = CASE WHEN status IN ({_ACTIVE_SQL}) THEN ? ELSE stopped_at END, "
+                f"status = CASE WHEN status IN ({_ACTIVE_SQL}) THEN ? ELSE status END, "
+                f"exit_code = coalesce(exit_code, ?) WHERE id = ? RETURNING *",
+                (*ACTIVE, now(), *ACTIVE, status, exit_code, dashboard_id),
+            ).fetchone()
+            return _decode(row) if row is not None else None
 
     def get(self, dashboard_id: int) -> dict | None:
         """One dashboard, or None."""
@@ -144,6 +177,17 @@ class Store:
                 return sorted(json.loads(text), key=lambda row: row["id"])
             rows = self._db.execute(f"SELECT * FROM dashboards{where} ORDER BY id", values)
             return [_decode(row) for row in rows]
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction, taken at once (so a count and an insert see the same rows)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _get(self, dashboard_id: int) -> dict | None:
         row = self._db.execute("SELECT * FROM dashboards WHERE id = ?", (dashboard_id,)).fetchone()

@@ -279,7 +279,7 @@ def test_at_start_whatever_an_earlier_run_left_running_is_ended(project_dir):
     try:
         with LocalServer(project_dir) as first:
             pass
-        from sense.local.supervisor import _start_time
+        from sense.local.backends.local import _start_time
 
         with Store(first.state.db_path) as store:
             store.insert(
@@ -324,10 +324,10 @@ def _free_port() -> int:
 def test_the_quota_comes_from_the_environment_when_not_given(project_dir, monkeypatch):
     monkeypatch.setenv("SENSE_LOCAL_MAX_WORKERS", "3")
     with LocalServer(project_dir) as server:
-        assert server.project.max_workers == 3
+        assert server.project.backend.capacity() == 3
     monkeypatch.setenv("SENSE_LOCAL_MAX_WORKERS", "many")
     with pytest.raises(SenseConfigError, match="SENSE_LOCAL_MAX_WORKERS"):
         LocalServer(project_dir)
     monkeypatch.delenv("SENSE_LOCAL_MAX_WORKERS")
     with LocalServer(project_dir) as server:
-        assert server.project.max_workers == max(8, 4 * (os.cpu_count() or 1))
+        assert server.project.backend.capacity() == max(8, 4 * (os.cpu_count() or 1))

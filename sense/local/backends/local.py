@@ -1,0 +1,298 @@
+"""The built-in backend: every dashboard is a process group on this machine.
+
+Each dashboard runs ``engine.py`` with the server's Python, in its own
+session and process group, its output in ``.sense/logs/<id>.log``. The
+engine holds one end of a socket pair whose other end is kept here: through
+it the engine says it is ready and receives its job, and when this end
+closes (the server is gone, even by SIGKILL) the engine ends its group.
+
+Placement is simple here: each dashboard gets its own loopback address
+(127.0.0.1 + id on Linux) and one free port.
+
+Example
+-------
+>>> backend = LocalBackend("/tmp/project", StateDir("/tmp/project"))     # doctest: +SKIP
+>>> backend.subscribe(print, print)                                      # doctest: +SKIP
+>>> spec = LaunchSpec(1, "worker", context=lambda placement: {}, code="print('hi')")
+>>> backend.launch(spec).project_ip                                      # doctest: +SKIP
+'127.0.0.2'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sense.errors import SenseConfigError
+from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_environment
+
+ENGINE = str(Path(__file__).parent.parent / "engine.py")
+SERVER_IP = "127.0.0.1"
+QUOTA_VARIABLE = "SENSE_LOCAL_MAX_WORKERS"
+#: The engines this backend runs: any whose name says Python (it runs them all with Python).
+DEFAULT_ENGINE = "sense-ipython-engine"
+#: How much of a log one read hands over at a time.
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Job:
+    """What one dashboard's engine runs: ``code``, else ``script`` with ``argv``, else idles."""
+
+    code: str = ""
+    script: str = ""
+    argv: list[str] = field(default_factory=list)
+
+    def message(self) -> bytes:
+        """The job as the engine reads it: one JSON line."""
+        if self.code:
+            job = {"code": self.code}
+        elif self.script:
+            job = {"script": self.script, "argv": self.argv}
+        else:
+            job = {}
+        return json.dumps(job).encode() + b"\n"
+
+
+@dataclass
+class _Process:
+    popen: subprocess.Popen
+    channel: socket.socket
+    job: Job
+    stopped: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+def default_quota() -> int:
+    """How many dashboards may run at once: ``SENSE_LOCAL_MAX_WORKERS``, else 4 per CPU, 8 at least.
+
+    Idle workers cost memory, not CPU, so a few per core is safe.
+    """
+    configured = os.environ.get(QUOTA_VARIABLE, "").strip()
+    if configured:
+        if not configured.isdigit():
+            raise SenseConfigError(f"{QUOTA_VARIABLE} should be a number, not {configured!r}")
+        return int(configured)
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def project_ip(dashboard_id: int) -> str:
+    """A dashboard's own loopback address: 127.0.0.1 + id on Linux (id 7 → 127.0.0.8).
+
+    Every address of 127.0.0.0/8 reaches this machine on Linux, so two
+    dashboards can bind the same port, each on its own address. Elsewhere
+    only 127.0.0.1 is configured, and dashboards share it.
+    """
+    if not sys.platform.startswith("linux"):
+        return SERVER_IP
+    # Stay clear of 127.0.0.1 (the server) and of 127.255.255.255 (broadcast).
+    offset = (dashboard_id - 1) % (2**24 - 3) + 1
+    return str(ipaddress.IPv4Address(SERVER_IP) + offset)
+
+
+def free_port() -> int:
+    """A TCP port free on every address of this machine at this moment."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+class LocalBackend(Backend):
+    """Dashboards as process groups on this machine; see the module's description.
+
+    Parameters
+    ----------
+    python : str
+        The interpreter of every dashboard; the server's own by default.
+
+    The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``
+    defaults to :func:`default_quota`.
+    """
+
+    name = "local"
+
+    def __init__(self, project_dir, state, *, python: str = sys.executable, **options) -> None:
+        super().__init__(project_dir, state, **options)
+        if self.max_workers is None:
+            self.max_workers = default_quota()
+        self.python = python
+        self._processes: dict[int, _Process] = {}
+        self._lock = threading.Lock()
+
+    # -- what it accepts -------------------------------------------------------------------------
+
+    def refusal(self, engine: str, size: str | int) -> str | None:
+        # Every job runs with Python here: an R or JavaScript engine cannot run.
+        if "python" not in engine.lower():
+            return (
+                f"engine {engine!r} is not available locally: the local server runs Python "
+                f"engines only, such as {DEFAULT_ENGINE!r}"
+            )
+        return None  # a size changes nothing on one machine
+
+    def capacity(self) -> int:
+        return self.max_workers
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def attach(self, dashboard_id: int) -> Placement:
+        pid = os.getpid()
+        return self._place(dashboard_id, {"pid": pid, "start_time": _start_time(pid)})
+
+    def launch(self, spec: LaunchSpec) -> Placement:
+        job = Job(spec.code, spec.script, list(spec.argv))
+        placement = self._place(spec.dashboard_id, {})
+        env = dashboard_environment(os.environ, spec.context(placement), spec.env)
+        ours, theirs = socket.socketpair()
+        with open(self.state.log_path(spec.dashboard_id), "ab") as log:
+            if spec.console:
+                log.write(b"(this dashboard's output goes to the console of `sense run`)\n")
+            output = None if spec.console else log
+            try:
+                popen = subprocess.Popen(
+                    [self.python, ENGINE, "--fd", str(theirs.fileno())],
+                    cwd=self.project_dir,
+                    env=env,
+                    stdin=None if spec.console else subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=None if spec.console else subprocess.STDOUT,
+                    pass_fds=(theirs.fileno(),),
+                    # Its own process group, so that stopping it reaches everything it started.
+                    start_new_session=True,
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                # Only the job may hold this end: the server's end closing must mean EOF there.
+                theirs.close()
+        process = _Process(popen, ours, job)
+        with self._lock:
+            self._processes[spec.dashboard_id] = process
+        threading.Thread(
+            target=self._watch,
+            args=(spec.dashboard_id, process),
+            daemon=True,
+            name=f"sense-dashboard-{spec.dashboard_id}",
+        ).start()
+        placement.handle.update(pid=popen.pid, start_time=_start_time(popen.pid))
+        return placement
+
+    def _place(self, dashboard_id: int, handle: dict) -> Placement:
+        port = free_port()
+        return Placement({"backend": self.name, **handle}, project_ip(dashboard_id), {port: port})
+
+    def _watch(self, dashboard_id: int, process: _Process) -> None:
+        try:
+            if process.channel.recv(1) == b"R":
+                # Recorded before the job starts, so the job sees itself running.
+                self.report_running(dashboard_id)
+                process.channel.sendall(process.job.message())
+        except OSError:
+            pass  # the engine died before it was ready: its exit code tells
+        code = process.popen.wait()
+        # Whatever the job left behind in its group ends with it.
+        _signal_group(process.popen, signal.SIGKILL)
+        try:
+            self.report_exit(dashboard_id, code, "stopped" if process.stopped else "exited")
+        finally:
+            process.channel.close()
+            process.ended.set()
+
+    def stop(self, dashboard_id: int) -> None:
+        process = self._processes.get(dashboard_id)
+        if process is None or process.ended.is_set():
+            return
+        process.stopped = True
+        _signal_group(process.popen, signal.SIGTERM)
+        if not process.ended.wait(self.grace):
+            _signal_group(process.popen, signal.SIGKILL)
+            process.ended.wait(self.grace)
+
+    def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
+        process = self._processes.get(dashboard_id)
+        if process is None or not process.ended.wait(timeout):
+            return None
+        return process.popen.returncode
+
+    def interrupt(self, dashboard_id: int) -> None:
+        process = self._processes.get(dashboard_id)
+        if process is not None:
+            _signal_group(process.popen, signal.SIGINT)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def read_logs(
+        self, dashboard_id: int, offset: int = 0, limit: int | None = None
+    ) -> Iterator[bytes]:
+        try:
+            log = open(self.state.log_path(dashboard_id), "rb")  # noqa: SIM115 (a generator's)
+        except FileNotFoundError:
+            return
+        with log:
+            size = os.fstat(log.fileno()).st_size
+            log.seek(max(0, size + offset) if offset < 0 else offset)
+            left = limit
+            while left is None or left > 0:
+                chunk = log.read(CHUNK if left is None else min(CHUNK, left))
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                yield chunk
+
+    def log_size(self, dashboard_id: int) -> int:
+        try:
+            return os.stat(self.state.log_path(dashboard_id)).st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    @classmethod
+    def recover(cls, handles: Iterable[dict]) -> None:
+        for handle in handles:
+            pid, started = handle.get("pid"), handle.get("start_time")
+            # Without a start time to compare, a reused pid cannot be told apart: leave it.
+            if pid and started is not None and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            ids = list(self._processes)
+        stoppers = [threading.Thread(target=self.stop, args=(i,)) for i in ids]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+
+def _signal_group(popen: subprocess.Popen, signum: int) -> None:
+    """Signal the process group that ``popen`` leads, if it still exists.
+
+    Safe against pid reuse: the number is never handed out again while the
+    leader is unreaped, nor while any member of its group lives.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signum)
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), to tell pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name may hold spaces and parentheses: count fields after its end.
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
