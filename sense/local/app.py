@@ -283,8 +283,14 @@ docs = APIRouter(dependencies=[Depends(require_auth)], include_in_schema=False)
 
 @docs.get("/openapi.json")
 def get_openapi(request: Request) -> JSONResponse:
-    """The OpenAPI description of this API."""
-    return JSONResponse(request.app.openapi())
+    """The OpenAPI description of this API, saying which engines its backend runs."""
+    description = request.app.openapi()
+    pattern = request.app.state.project.backend.engine_pattern
+    if pattern is not None:
+        launch = description["paths"]["/users/{owner_id}/projects/{project_id}/dashboards"]
+        for body in launch["post"]["requestBody"]["content"].values():
+            body["schema"]["properties"]["engine"]["pattern"] = pattern
+    return JSONResponse(description)
 
 
 @docs.get("/docs")

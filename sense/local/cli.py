@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from sense.errors import SenseError
 from sense.local import LocalServer
 
 _EXAMPLES = """\
@@ -37,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception as error:  # one line for the user, not a traceback
-        from sense.errors import SenseError
-
         if not isinstance(error, (SenseError, OSError)):
             raise
         print(f"sense: {error}", file=sys.stderr)
@@ -109,6 +108,20 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         default=None,
         help="seconds between SIGTERM and SIGKILL when stopping a dashboard (default 3)",
     )
+    parser.add_argument(
+        "--backend",
+        default="local",
+        metavar="NAME",
+        help="where dashboards run: local (processes on this machine, the default), ray "
+        "(across a Ray cluster), or an installed third-party backend",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="with --backend ray: the cluster to join, as ray.init(address=...) takes it "
+        "(HOST:PORT of the head, or auto)",
+    )
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -121,12 +134,19 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args) -> LocalServer:
+    backend_options = {}
+    if args.ray_address is not None:
+        if args.backend != "ray":
+            raise SenseError("--ray-address goes with --backend ray")
+        backend_options["ray_address"] = args.ray_address
     return LocalServer(
         args.project_dir,
         host=getattr(args, "host", "127.0.0.1"),
         port=args.port,
         max_workers=args.max_workers,
         grace=args.grace,
+        backend=args.backend,
+        **backend_options,
     )
 
 
@@ -262,8 +282,6 @@ def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
     """A request to the project of ``args``; raises SenseError unless ``ok`` is False."""
     import requests
 
-    from sense.errors import SenseError
-
     project_url, auth = _find_server(args.project_dir)
     try:
         answer = requests.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
@@ -283,7 +301,6 @@ def _error_of(answer) -> str:
 
 def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
     """The project URL and credentials: from the SENSE_* environment, else from ``.sense/``."""
-    from sense.errors import SenseError
     from sense.local.statedir import DIRECTORY, StateDir
 
     url = os.environ.get("SENSE_PROJECT_URL")

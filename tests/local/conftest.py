@@ -50,6 +50,39 @@ def engine_processes(under: Path) -> list[psutil.Process]:
     return found
 
 
+def dashboard_processes(project_url: str) -> list[psutil.Process]:
+    """The dashboards' processes of the project at ``project_url``, wherever a backend put them.
+
+    Found by the project URL in their environment, which every dashboard has.
+    """
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if not any(part.endswith(ENGINE) for part in process.info["cmdline"] or []):
+            continue
+        try:
+            if process.environ().get("SENSE_PROJECT_URL") == project_url:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def dashboard_process(project_url: str, dashboard_id: int) -> psutil.Process:
+    """The engine process of one dashboard, found by the id in its environment."""
+
+    def found():
+        for process in dashboard_processes(project_url):
+            try:
+                if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
+                    return process
+            except psutil.Error:
+                continue
+        return None
+
+    found.__name__ = f"the process of dashboard {dashboard_id}"
+    return wait_for(found)
+
+
 @pytest.fixture(autouse=True)
 def no_strays(tmp_path):
     """Fail a test that leaves a worker process behind (after giving it 5 s to end)."""
@@ -113,6 +146,24 @@ def server(project_dir):
 @pytest.fixture
 def api(server) -> Api:
     return Api(server)
+
+
+#: The backends that the contract suite (test_backend_contract.py) runs against.
+BACKENDS = ["local"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> dict:
+    """The keyword arguments of :class:`LocalServer` that choose one backend."""
+    return {"backend": request.param}
+
+
+@pytest.fixture
+def contract_api(project_dir, backend):
+    """The API of a server on ``backend`` whose master is this test process."""
+    with LocalServer(project_dir, grace=1.0, **backend) as running:
+        running.attach(set_environ=False)
+        yield Api(running)
 
 
 @pytest.fixture

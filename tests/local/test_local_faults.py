@@ -1,4 +1,6 @@
-"""Process faults: SIGKILL a worker, a master, the server. Statuses come out right, nothing is left.
+"""SIGKILL of the server: a restart recovers the history, and nothing is left.
+
+SIGKILL of a worker and of a master are in the backend contract suite.
 
 (``no_strays`` in conftest checks after every test that no worker process survives.)
 """
@@ -7,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 
 import psutil
 import pytest
@@ -17,56 +18,6 @@ from conftest import engine_processes, read_exports, sense_command, wait_for
 from sense.local import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
-
-IDLE = ""  # a dashboard without startup code idles until it is stopped
-
-
-def dashboard_process(under, dashboard_id: int) -> psutil.Process:
-    """The engine process of one dashboard, found by the id in its environment."""
-
-    def found():
-        for process in engine_processes(under):
-            try:
-                if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
-                    return process
-            except psutil.Error:
-                continue
-        return None
-
-    found.__name__ = f"the process of dashboard {dashboard_id}"
-    return wait_for(found)
-
-
-def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(api, tmp_path):
-    worker = api.launch(startup_code=IDLE)
-    api.wait_status(worker["id"], "running")
-    dashboard_process(tmp_path, worker["id"]).send_signal(signal.SIGKILL)
-    failed = api.wait_status(worker["id"], "failed")
-    assert failed["exit_code"] == -signal.SIGKILL
-    assert failed["stopped_at"].endswith("Z")
-
-
-def test_sigkill_of_a_master_stops_its_workers(api, tmp_path):
-    # A master launched through the API, whose startup code launches two workers.
-    master_code = textwrap.dedent(
-        """
-        import time, sense
-        sense.launchWorkers(2)
-        time.sleep(600)
-        """
-    )
-    master = api.launch(master_id=None, startup_code=master_code)
-
-    def two_workers_running():
-        workers = api("GET", f"/dashboards/{master['id']}/workers").json()
-        return workers if len(workers) == 2 else None
-
-    workers = wait_for(two_workers_running, timeout=20)
-    dashboard_process(tmp_path, master["id"]).send_signal(signal.SIGKILL)
-
-    assert api.wait_status(master["id"], "failed")["exit_code"] == -signal.SIGKILL
-    for worker in workers:
-        assert api.wait_status(worker["id"], "stopped")["exit_code"] is not None
 
 
 def test_a_restart_after_sigkill_of_the_server_recovers_the_history(project_dir, tmp_path):

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import Api, read_exports, sense_command, wait_for
+from conftest import read_exports, sense_command, wait_for
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -21,40 +21,6 @@ from sense.local.statedir import ProjectBusyError
 from sense.local.store import Store
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def test_a_worker_goes_from_starting_to_running_to_stopped_with_exit_code_0(api):
-    worker = api.launch(startup_code="import time; time.sleep(0.5)")
-    assert worker["status"] == "starting"
-    running = api.wait_status(worker["id"], "running")
-    assert running["started_at"].endswith("Z")
-    ended = api.wait_status(worker["id"], "stopped")
-    assert ended["exit_code"] == 0
-    assert ended["stopped_at"] >= ended["started_at"]
-
-
-def test_a_worker_sees_itself_running_before_its_code_starts(api):
-    code = (
-        "import os, json, urllib.request, base64\n"
-        "me = os.environ['SENSE_DASHBOARD_ID']\n"
-        "url = os.environ['SENSE_PROJECT_URL'] + '/dashboards/' + me\n"
-        "token = base64.b64encode((os.environ['SENSE_API_TOKEN'] + ':').encode()).decode()\n"
-        "request = urllib.request.Request(url, headers={'Authorization': 'Basic ' + token})\n"
-        "print(json.load(urllib.request.urlopen(request))['status'])\n"
-    )
-    worker = api.launch(startup_code=code)
-    api.wait_status(worker["id"], "stopped")
-    assert api.logs(worker["id"]).strip() == "running"
-
-
-def test_an_uncaught_exception_fails_the_worker_with_its_traceback_in_the_log(api):
-    worker = api.launch(startup_code="def f():\n    raise ValueError('boom')\nf()\n")
-    failed = api.wait_status(worker["id"], "failed")
-    assert failed["exit_code"] == 1
-    log = api.logs(worker["id"])
-    assert "ValueError: boom" in log
-    assert 'File "<startup_code>", line 2, in f' in log
-    assert "engine" not in log
 
 
 def test_a_worker_whose_python_cannot_start_fails_with_the_reason_in_its_log(api):
@@ -66,58 +32,6 @@ def test_a_worker_whose_python_cannot_start_fails_with_the_reason_in_its_log(api
     log = api.logs(worker["id"])
     assert "No module named 'encodings'" in log
     assert "never" not in log
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "exit_code", "logged"),
-    [
-        ("import sys; sys.exit(3)", "failed", 3, ""),
-        ("import sys; sys.exit()", "stopped", 0, ""),
-        ("import sys; sys.exit('no input files')", "failed", 1, "no input files\n"),
-    ],
-    ids=["number", "none", "message"],
-)
-def test_sys_exit_ends_the_worker_as_it_ends_python(api, code, status, exit_code, logged):
-    worker = api.launch(startup_code=code)
-    assert api.wait_status(worker["id"], status)["exit_code"] == exit_code
-    assert api.logs(worker["id"]) == logged
-
-
-def test_a_worker_without_code_idles_until_it_is_stopped(api):
-    worker = api.launch()
-    api.wait_status(worker["id"], "running")
-    time.sleep(0.3)
-    assert api.get(worker["id"])["status"] == "running"
-    stopped = api("PUT", f"/dashboards/{worker['id']}/stop").json()
-    assert stopped["status"] == "stopped"
-    assert stopped["exit_code"] == 128 + signal.SIGTERM
-
-
-def test_stop_kills_a_worker_that_ignores_sigterm_after_the_grace_period(api):
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
-    worker = api.launch(startup_code=code)
-    api.wait_status(worker["id"], "running")
-    time.sleep(0.2)  # let it install its handler
-    started = time.monotonic()
-    stopped = api("PUT", f"/dashboards/{worker['id']}/stop").json()
-    assert 0.9 < time.monotonic() - started < 5  # the fixture's grace is 1 s
-    assert stopped["status"] == "stopped"
-    assert stopped["exit_code"] == -signal.SIGKILL
-
-
-def test_stop_ends_the_whole_process_group_of_a_worker(api):
-    code = (
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        "print(child.pid, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    worker = api.launch(startup_code=code)
-    child_pid = int(wait_for(lambda: api.logs(worker["id"]).strip()))
-    child = psutil.Process(child_pid)
-    api("PUT", f"/dashboards/{worker['id']}/stop")
-    psutil.wait_procs([child], timeout=5)
-    assert not child.is_running()
 
 
 def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):
@@ -190,35 +104,6 @@ def test_two_workers_bind_the_same_port_each_on_its_own_project_ip(api, server):
         assert api.wait_status(worker["id"], "stopped", "failed")["status"] == "stopped"
 
 
-def test_when_a_master_ends_its_workers_are_stopped(api):
-    master = api.launch(master_id=None, startup_code="import time; time.sleep(1.5)")
-    api.wait_status(master["id"], "running")
-    worker = api.launch(master_id=master["id"])
-    api.wait_status(master["id"], "stopped")
-    assert api.wait_status(worker["id"], "stopped")["exit_code"] == 128 + signal.SIGTERM
-
-
-def test_stopping_a_master_stops_its_workers(api):
-    master = api.launch(master_id=None)
-    api.wait_status(master["id"], "running")
-    workers = [api.launch(master_id=master["id"]) for _ in range(2)]
-    api("PATCH", f"/dashboards/{master['id']}", json={"status": "stopped"})
-    for worker in workers:
-        api.wait_status(worker["id"], "stopped")
-
-
-def test_stopping_the_server_stops_every_dashboard(project_dir):
-    with LocalServer(project_dir, grace=1.0) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        workers = [api.launch() for _ in range(2)]
-        for worker in workers:
-            api.wait_status(worker["id"], "running")
-    with Store(project_dir / ".sense" / "sense.db") as store:
-        statuses = {row["id"]: row["status"] for row in store.select()}
-    assert set(statuses.values()) == {"stopped"}
-
-
 @pytest.mark.timeout(30)
 def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
     server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
@@ -248,25 +133,6 @@ def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
     _, alive = psutil.wait_procs(workers, timeout=5)
     assert not alive, "workers outlived their server"
     assert time.monotonic() - started < 5
-
-
-def test_a_restart_keeps_the_history_and_ids_go_on(project_dir):
-    with LocalServer(project_dir, grace=1.0) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        worker = api.launch(startup_code="print('before the restart')")
-        api.wait_status(worker["id"], "stopped")
-        token = server.project.info.token
-    with LocalServer(project_dir, grace=1.0) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        assert server.project.info.token == token
-        history = api("GET", "/dashboards").json()
-        assert [d["id"] for d in history] == [1, 2, 3]
-        assert history[1]["status"] == "stopped" and history[1]["exit_code"] == 0
-        assert "before the restart" in api.logs(worker["id"])
-        assert api.launch()["id"] == 4
-        api("PUT", "/dashboards/4/stop")
 
 
 def test_at_start_whatever_an_earlier_run_left_running_is_ended(project_dir):

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import abc
 import importlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+from sense.errors import SenseError
 
 if TYPE_CHECKING:
     from sense.local.statedir import StateDir
@@ -47,7 +50,7 @@ ExitListener = Callable[[int, "int | None", str], None]
 REASONS = ("stopped", "exited", "lost")
 
 
-class UnknownBackendError(LookupError):
+class UnknownBackendError(SenseError, LookupError):
     """No backend of that name is built in or installed."""
 
 
@@ -113,6 +116,9 @@ class Backend(abc.ABC):
 
     #: The name it is chosen by, also kept in each handle it makes.
     name: ClassVar[str]
+    #: The engines it runs, as a regular expression found in their names (None: any);
+    #: the API's OpenAPI description says so.
+    engine_pattern: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -146,9 +152,11 @@ class Backend(abc.ABC):
 
     # -- what it accepts -------------------------------------------------------------------------
 
-    @abc.abstractmethod
     def refusal(self, engine: str, size: str | int) -> str | None:
         """Why a dashboard of this engine and size cannot run here, or None if it can."""
+        if self.engine_pattern is not None and not re.search(self.engine_pattern, engine):
+            return f"engine {engine!r} is not available on the {self.name} backend"
+        return None
 
     @abc.abstractmethod
     def capacity(self) -> int:

@@ -39,7 +39,6 @@ from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_envir
 ENGINE = str(Path(__file__).parent.parent / "engine.py")
 SERVER_IP = "127.0.0.1"
 QUOTA_VARIABLE = "SENSE_LOCAL_MAX_WORKERS"
-#: The engines this backend runs: any whose name says Python (it runs them all with Python).
 DEFAULT_ENGINE = "sense-ipython-engine"
 #: How much of a log one read hands over at a time.
 CHUNK = 64 * 1024
@@ -120,6 +119,8 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    # Every job runs with Python here: an R or JavaScript engine cannot run.
+    engine_pattern = "[Pp][Yy][Tt][Hh][Oo][Nn]"
 
     def __init__(self, project_dir, state, *, python: str = sys.executable, **options) -> None:
         super().__init__(project_dir, state, **options)
@@ -132,8 +133,7 @@ class LocalBackend(Backend):
     # -- what it accepts -------------------------------------------------------------------------
 
     def refusal(self, engine: str, size: str | int) -> str | None:
-        # Every job runs with Python here: an R or JavaScript engine cannot run.
-        if "python" not in engine.lower():
+        if super().refusal(engine, size) is not None:
             return (
                 f"engine {engine!r} is not available locally: the local server runs Python "
                 f"engines only, such as {DEFAULT_ENGINE!r}"
