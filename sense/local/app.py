@@ -1,4 +1,4 @@
-"""The REST API of the local server (SPEC §2) as a FastAPI app.
+"""The REST API of the local server (the routes in the README) as a FastAPI app.
 
 Routes hold no state: each translates HTTP into one call on the
 :class:`~sense.local.project.LocalProject` kept in ``app.state.project``.

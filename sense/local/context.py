@@ -1,7 +1,8 @@
 """The dashboard context: the environment variables through which a dashboard learns who it is.
 
-Every variable of SPEC §1 is set in every spelling either generation of the
-platform read, so that clients of both generations run unchanged.
+Every variable of the README's "Environment" table is set in every spelling
+that either generation of the platform read, so that clients of both
+generations run unchanged.
 
 Example
 -------

@@ -1,4 +1,4 @@
-"""The shapes of the REST API's requests and answers (SPEC §2 and §3), as pydantic models.
+"""The shapes of the REST API's requests and answers (the README's routes), as pydantic models.
 
 Example
 -------
@@ -56,7 +56,7 @@ class Project(BaseModel):
 
 
 class Dashboard(BaseModel):
-    """One dashboard (SPEC §3)."""
+    """One dashboard, as the README shows it."""
 
     id: int
     name: str

@@ -22,7 +22,7 @@ from sense.local.backends import Backend, LaunchSpec, Placement
 from sense.local.models import LaunchRequest
 from sense.local.store import ACTIVE, Store, now
 
-#: Public fields of a row (SPEC §3); the rest is the server's own bookkeeping.
+#: Public fields of a row (the dashboard of the README); the rest is the server's own bookkeeping.
 _PUBLIC = (
     "id",
     "name",
@@ -91,7 +91,7 @@ class LocalProject:
     # -- reading ---------------------------------------------------------------------------------
 
     def public(self, row: dict) -> dict:
-        """A row as the API shows it (SPEC §3)."""
+        """A row as the API shows it: a dashboard, as the README describes it."""
         shown = {name: row[name] for name in _PUBLIC}
         shown.update(
             project_id=self.info.project_id,

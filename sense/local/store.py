@@ -1,6 +1,6 @@
 """The dashboards of a local project, kept in sqlite so that a restart keeps the history.
 
-Rows are plain dicts. Besides the fields of a dashboard (SPEC §3) a row has
+Rows are plain dicts. Besides the fields of a dashboard (as the README shows one) a row has
 ``kind`` (``"api"``: launched through the REST API; ``"console"``: the
 script of ``sense run``; ``"attached"``: the process that runs the server)
 and ``handle`` (what the backend needs to find the processes again).

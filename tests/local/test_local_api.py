@@ -1,4 +1,4 @@
-"""Every route of the REST contract (SPEC §2) and every error, against a real local server."""
+"""Every route of the REST API (as the README lists them) and every error, on a real server."""
 
 from __future__ import annotations
 
