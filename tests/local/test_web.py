@@ -658,3 +658,17 @@ def test_the_page_is_usable_with_the_keyboard(context, api, server):
     page.get_by_role("radio", name="All").focus()
     page.keyboard.press("Space")
     expect(page.get_by_role("radio", name="All")).to_be_checked()
+
+
+def test_after_a_restart_the_open_page_asks_for_the_token_again(context, project_dir):
+    from playwright.sync_api import expect
+
+    with LocalServer(project_dir, grace=1.0) as first:
+        first.attach(set_environ=False)
+        port = int(first.url.rsplit(":", 1)[1])
+        page = open_page(context, first)
+    # Sessions live in the server's memory: the next server knows none of them.
+    with LocalServer(project_dir, port=port, grace=1.0) as second:
+        expect(page.get_by_label("Token")).to_be_visible()
+        page.goto(token_url(second.url, second.project.info.token))
+        page.get_by_role("heading", name="Dashboards").wait_for()
