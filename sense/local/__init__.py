@@ -67,6 +67,8 @@ class LocalServer:
         The master dashboard that :meth:`attach` made of this process.
     project : LocalProject
         The project's rules: launching, stopping, listing dashboards, reading their output.
+    page_url : str
+        The web page, ``{url}/``: it asks for the token; :meth:`page_link` logs in.
 
     Examples
     --------
@@ -125,6 +127,7 @@ class LocalServer:
             self._store = Store(self.state.db_path)
             self.project = LocalProject(info, self._store, self._backend)
             app = create_app(self.project, Credentials(info.token, username, password))
+            self._page = app.state.page
             self._thread = ServerThread(app, sock)
             self._thread.start()
             self.state.write_server_file(info.api_url, info.url)
@@ -138,6 +141,7 @@ class LocalServer:
             self.state.unlock()
             raise
         self.url = info.api_url
+        self.page_url = f"{info.api_url}/"
         self.project_url = info.url
         self.project_dir = info.directory
 
@@ -168,6 +172,7 @@ class LocalServer:
             return
         try:
             self.project.shutdown()
+            self._page.close()
             self._thread.stop()
             self._store.close()
         finally:
@@ -191,6 +196,26 @@ class LocalServer:
     def __repr__(self) -> str:
         state = "running" if self._thread is not None else "stopped"
         return f"<LocalServer {self.project_url} ({state})>"
+
+    def page_link(self) -> str:
+        """A link to the web page that logs a browser in once, within 15 minutes.
+
+        It carries a one-time code, not the token: a notebook keeps its outputs, and
+        the code in them is worth nothing once used, stale, or the server gone.
+
+        Examples
+        --------
+        >>> server.page_link()                      # doctest: +SKIP
+        'http://127.0.0.1:41234/?login=5mW...'
+        """
+        return f"{self.url}/?login={self._page.sessions.login_code()}"
+
+    def _repr_html_(self) -> str:
+        # A notebook shows the server with a link to its page, as dask's Client does.
+        from sense.local.web import server_html
+
+        link = self.page_link() if self._thread is not None else None
+        return server_html(self.url, self.project_dir, link)
 
 
 def start(project_dir=None, **options) -> LocalServer:

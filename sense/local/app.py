@@ -37,6 +37,8 @@ from sense.local.models import (
     StopRequest,
 )
 from sense.local.project import LocalProject, ProjectError
+from sense.local.web import install_page
+from sense.local.websession import SAFE_METHODS, check_same_origin, logged_in
 
 MAX_BODY = 1024 * 1024
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -79,6 +81,7 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
     app.include_router(health)
     app.include_router(projects)
     app.include_router(docs)
+    install_page(app)
     return app
 
 
@@ -86,13 +89,18 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
 
 
 class BasicAuth(HTTPBasic):
-    """HTTP Basic authentication against the server's credentials; 401 otherwise.
+    """HTTP Basic authentication against the server's credentials, or the web page's session
+    cookie (:mod:`sense.local.websession`); 401 otherwise.
 
     An :class:`~fastapi.security.HTTPBasic`, so that OpenAPI documents the scheme; the
     header is read here, so that no malformed one gets past with anything but a 401.
     """
 
     async def __call__(self, request: Request) -> None:
+        if request.method not in SAFE_METHODS:
+            # A browser attaches a Basic login it remembers, or the page's cookie, even to a
+            # form posted from another site: what a browser says comes from one is refused.
+            check_same_origin(request)
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         user = password = None
         if scheme.lower() == "basic":
@@ -100,13 +108,20 @@ class BasicAuth(HTTPBasic):
                 user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
             except ValueError:  # not base64 (even not ASCII), or not UTF-8 once decoded
                 user = None
-        if user is None or not request.app.state.credentials.accept(user, password):
-            raise HTTPException(
-                401,
-                "authentication required: HTTP Basic with the API token as user and an empty "
-                "password (sense.getAuth())",
-                headers={"WWW-Authenticate": 'Basic realm="sense"'},
-            )
+        if user is not None and request.app.state.credentials.accept(user, password):
+            return
+        # The web page's session cookie; a request that changes something needs its CSRF
+        # token too (403 without).
+        if logged_in(request):
+            return
+        # A challenge would make a browser pop up a password dialog over the page's requests.
+        from_a_page = request.headers.get("sec-fetch-mode", "navigate") != "navigate"
+        raise HTTPException(
+            401,
+            "authentication required: HTTP Basic with the API token as user and an empty "
+            "password (sense.getAuth())",
+            headers=None if from_a_page else {"WWW-Authenticate": 'Basic realm="sense"'},
+        )
 
 
 require_auth = BasicAuth(description="The API token as user and an empty password.")

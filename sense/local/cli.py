@@ -163,6 +163,10 @@ def _run(args) -> int:
     server = _open(args)
     follower = None
     try:
+        if sys.stderr.isatty():
+            # Not into a pipe or a log file, which would keep the token; nor among the
+            # script's own output.
+            print(f"sense run: the web page is {_page_address(server)}", file=sys.stderr)
         project = server.project
         master = project.run_master(script, args.args)
         follower = LogFollower(project, sys.stdout, after=master["id"])
@@ -202,8 +206,9 @@ def _serve(args) -> int:
     with _open(args) as server:
         server.attach(set_environ=False)
         print(f"Local Sense server for {server.project_dir} at {server.url}")
+        # The token is shown deliberately here and below: the user asked for it.
+        print(f"Web page: {_page_address(server)}")
         print("To make a shell (or a notebook started from it) its master dashboard, run:\n")
-        # The one deliberate place where the token is shown: the user asked for it.
         for name, value in server.master_environment().items():
             print(f"export {name}={shlex.quote(value)}")
         print("\nCtrl-C stops the server and every dashboard.", flush=True)
@@ -216,6 +221,13 @@ def _serve(args) -> int:
             while not done.wait(0.5):
                 pass
     return 0
+
+
+def _page_address(server: LocalServer) -> str:
+    """The address that opens the server's web page logged in."""
+    from sense.local.web import token_url
+
+    return token_url(server.url, server.project.info.token)
 
 
 class _signals:

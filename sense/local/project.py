@@ -118,10 +118,14 @@ class LocalProject:
         self.get(master_id)
         return self.dashboards(master_id=master_id, status="running")
 
-    def read_logs(self, dashboard_id: int, offset: int = 0) -> tuple[int, Iterator[bytes]]:
-        """A dashboard's log size, and its output from byte ``offset`` (negative: from the end)."""
+    def read_logs(
+        self, dashboard_id: int, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, Iterator[bytes]]:
+        """A dashboard's log size, and at most ``limit`` bytes of its output from byte ``offset``
+        (negative: that far from the end), in chunks."""
         self.get(dashboard_id)
-        return self.backend.log_size(dashboard_id), self.backend.read_logs(dashboard_id, offset)
+        size = self.backend.log_size(dashboard_id)
+        return size, self.backend.read_logs(dashboard_id, offset, limit)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         """Wait for a dashboard to end; its exit code, or None if it still runs."""
