@@ -52,6 +52,9 @@ class LocalServer:
         Seconds between SIGTERM and SIGKILL when a dashboard is stopped.
     username, password : str, optional
         Credentials accepted besides the token.
+    ssh_port : int or None
+        The port of the dashboards' SSH server, on ``host``: 0 (the default) picks any free
+        port; None serves no SSH (the ``SENSE_*SSH*`` variables are then absent).
 
     Attributes
     ----------
@@ -79,6 +82,7 @@ class LocalServer:
         grace=None,
         username=None,
         password=None,
+        ssh_port=0,
     ) -> None:
         from sense.local.app import Credentials, create_app
         from sense.local.context import Project
@@ -93,9 +97,13 @@ class LocalServer:
         self.master = None
         self._saved_environ: dict[str, str] | None = None
         self._thread = None
-        sock = self._store = None
+        sock = self._store = self._ssh = None
         try:
             sock = bind(host, port)
+            if ssh_port is not None:
+                from sense.local.sshd.server import SshServer
+
+                self._ssh = SshServer(self.state.path / "ssh_host_key", host, ssh_port)
             shown_host = f"[{host}]" if ":" in host else host
             info = Project(
                 directory=str(self.state.project_dir),
@@ -103,6 +111,7 @@ class LocalServer:
                 project_id=_slug(self.state.project_dir.name),
                 api_url=f"http://{shown_host}:{sock.getsockname()[1]}",
                 token=self.state.token(),
+                ssh=None if self._ssh is None else self._ssh.access,
             )
 
             def supervisor(on_running, on_exit):
@@ -116,11 +125,15 @@ class LocalServer:
 
             self._store = Store(self.state.db_path)
             self.project = LocalProject(info, self._store, supervisor, max_workers=max_workers)
+            if self._ssh is not None:
+                self._ssh.start(self.project)
             app = create_app(self.project, Credentials(info.token, username, password))
             self._thread = ServerThread(app, sock)
             self._thread.start()
             self.state.write_server_file(info.api_url, info.url)
         except BaseException:
+            if self._ssh is not None:
+                self._ssh.stop()
             if self._thread is None:
                 for opened in (sock, self._store):
                     if opened is not None:
@@ -158,6 +171,8 @@ class LocalServer:
             return
         try:
             self.project.shutdown()
+            if self._ssh is not None:
+                self._ssh.stop()
             self._thread.stop()
             self._store.close()
         finally:

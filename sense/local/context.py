@@ -17,6 +17,10 @@ import ipaddress
 import re
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sense.local.sshd.access import SshAccess
 
 PUBLIC_DNS = "localhost"
 SERVER_IP = "127.0.0.1"
@@ -37,6 +41,8 @@ class Project:
     project_id: str
     api_url: str
     token: str
+    #: The SSH endpoint of every dashboard; None where the backend offers none.
+    ssh: SshAccess | None = None
 
     @property
     def url(self) -> str:
@@ -85,6 +91,11 @@ def context(project: Project, dashboard: dict) -> dict[str, str]:
         variables[f"SENSE_PORT{i}"] = str(private)
         variables[f"SENSE_PORT{i}_PUBLIC"] = str(public)
         variables[f"SENSE_PUBLIC_PORT{i}"] = str(public)
+    if project.ssh is not None:
+        variables["SENSE_SSH_PORT_PUBLIC"] = variables["SENSE_PUBLIC_SSH_PORT"] = str(
+            project.ssh.port
+        )
+        variables["SENSE_SSH_PASSWORD"] = project.ssh.password(dashboard["id"])
     return variables
 
 

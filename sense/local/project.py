@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 from sense.errors import SenseConfigError
 from sense.local import context
@@ -99,6 +100,7 @@ class LocalProject:
         self.max_workers = default_quota() if max_workers is None else max_workers
         self.supervisor = supervisor_factory(self._on_running, self._on_exit)
         self._lock = threading.Lock()
+        self._end_listeners: list[Callable[[int], None]] = []
         self._end_leftovers()
 
     # -- reading -------------------------------------------------------------------------------
@@ -244,6 +246,11 @@ class LocalProject:
 
     # -- what the supervisor reports -----------------------------------------------------------
 
+    def on_dashboard_end(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(dashboard_id)`` each time a dashboard's process has ended and its
+        end is recorded."""
+        self._end_listeners.append(listener)
+
     def _on_running(self, dashboard_id: int) -> None:
         self.store.update(
             dashboard_id, only_if_status=("starting",), status="running", started_at=now()
@@ -263,6 +270,8 @@ class LocalProject:
         if row is not None and row["master_id"] is None:
             # A master's workers end with it; not in this thread, which the supervisor needs.
             threading.Thread(target=self._stop_workers_of, args=(dashboard_id,)).start()
+        for listener in self._end_listeners:
+            listener(dashboard_id)
 
     def _end_leftovers(self) -> None:
         """Dashboards an earlier run left active: end their processes, and say so."""
