@@ -44,10 +44,11 @@ def load_published_client(directory: Path, version: str = VERSION) -> ModuleType
     )
     last_line = (download.stderr.strip().splitlines() or ["no output"])[-1]
     require(download.returncode == 0, f"sense {version} could not be downloaded: {last_line}")
+    name = f"sense_{version.replace('.', '_')}"
+    path = directory / f"{name}.py"
     with tarfile.open(directory / f"sense-{version}.tar.gz") as archive:
-        archive.extractall(directory, filter="data")
-    path = directory / f"sense-{version}" / "sense.py"
-    spec = importlib.util.spec_from_file_location(f"sense_{version.replace('.', '_')}", path)
+        path.write_bytes(archive.extractfile(f"sense-{version}/sense.py").read())
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     # Only for the import: the module keeps what it imported under its own names.
     shims = {name: shim for name, shim in SHIMS.items() if name not in sys.modules}

@@ -6,6 +6,7 @@ command line.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
@@ -34,12 +35,6 @@ TWO_SLEEPS = "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!); echo $$;
 
 
 @pytest.fixture(autouse=True)
-def openssh():
-    for program in ("ssh", "scp", "sshpass"):
-        require(shutil.which(program) is not None, f"{program} is not installed (see .ci/run)")
-
-
-@pytest.fixture(autouse=True)
 def no_ssh_strays(tmp_path):
     """Fail a test that leaves a process of an SSH session behind (after 5 s)."""
     yield
@@ -59,6 +54,8 @@ class Ssh:
     """OpenSSH aimed at one SSH server, logging in as ``sense`` with ``password``."""
 
     def __init__(self, port: int | str, password: str, known_hosts, *options: str) -> None:
+        for program in ("ssh", "scp", "sshpass"):
+            require(shutil.which(program) is not None, f"{program} is not installed (see .ci/run)")
         self.port = str(port)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")}
         self.env["SSHPASS"] = password
@@ -178,7 +175,9 @@ def test_network_info_gives_the_port_and_password_that_log_into_this_dashboard(
 
 
 def test_an_interactive_shell_has_a_terminal_that_follows_window_resizes(server, tmp_path):
-    paramiko = pytest.importorskip("paramiko")
+    require(importlib.util.find_spec("paramiko") is not None, "paramiko is not installed")
+    import paramiko
+
     env = server.master_environment()
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())

@@ -110,6 +110,7 @@ class Command:
     async def wait(self) -> None:
         """Until the reaper has exited, which is when the last of the session's processes has."""
         await self.process.wait()
+        self._control.close()
 
 
 def _set_size(terminal_fd: int, columns: int, rows: int) -> None:
