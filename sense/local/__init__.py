@@ -52,6 +52,10 @@ class LocalServer:
         Seconds between SIGTERM and SIGKILL when a dashboard is stopped.
     username, password : str, optional
         Credentials accepted besides the token.
+    ssh_port : int or None
+        The port of the dashboards' SSH server, on ``host``: 0 (the default) picks any free
+        port; None serves no SSH (the ``SENSE_*SSH*`` variables are then absent). Only a
+        backend whose dashboards run on this machine offers SSH.
     backend : str
         Where dashboards run: ``"local"`` (process groups on this machine, the default),
         ``"ray"`` (across a Ray cluster), or a backend installed under the entry-point group
@@ -87,6 +91,7 @@ class LocalServer:
         grace=None,
         username=None,
         password=None,
+        ssh_port=0,
         backend="local",
         **backend_options,
     ) -> None:
@@ -105,9 +110,13 @@ class LocalServer:
         self.master = None
         self._saved_environ: dict[str, str] | None = None
         self._thread = None
-        sock = self._store = self._backend = None
+        sock = self._store = self._backend = self._ssh = None
         try:
             sock = bind(host, port)
+            if ssh_port is not None and backend_class.offers_ssh:
+                from sense.local.sshd.server import SshServer
+
+                self._ssh = SshServer(self.state.path / "ssh_host_key", host, ssh_port)
             shown_host = f"[{host}]" if ":" in host else host
             info = Project(
                 directory=str(self.state.project_dir),
@@ -115,6 +124,7 @@ class LocalServer:
                 project_id=_slug(self.state.project_dir.name),
                 api_url=f"http://{shown_host}:{sock.getsockname()[1]}",
                 token=self.state.token(),
+                ssh=None if self._ssh is None else self._ssh.access,
             )
 
             self._backend = backend_class(
@@ -126,12 +136,16 @@ class LocalServer:
             )
             self._store = Store(self.state.db_path)
             self.project = LocalProject(info, self._store, self._backend)
+            if self._ssh is not None:
+                self._ssh.start(self.project)
             app = create_app(self.project, Credentials(info.token, username, password))
             self._page = app.state.page
             self._thread = ServerThread(app, sock)
             self._thread.start()
             self.state.write_server_file(info.api_url, info.url)
         except BaseException:
+            if self._ssh is not None:
+                self._ssh.stop()
             if self._thread is None:
                 if self._backend is not None:
                     self._backend.shutdown()
@@ -173,6 +187,8 @@ class LocalServer:
         try:
             self.project.shutdown()
             self._page.close()
+            if self._ssh is not None:
+                self._ssh.stop()
             self._thread.stop()
             self._store.close()
         finally:

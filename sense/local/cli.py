@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    parser.add_argument(
+        "--ssh-port", type=int, default=0, help="the dashboards' SSH port (0: any free port)"
+    )
     parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
     parser.add_argument(
         "--max-workers",
@@ -143,6 +146,7 @@ def _open(args) -> LocalServer:
         args.project_dir,
         host=getattr(args, "host", "127.0.0.1"),
         port=args.port,
+        ssh_port=args.ssh_port,
         max_workers=args.max_workers,
         grace=args.grace,
         backend=args.backend,

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sense.local.sshd.access import SshAccess
 
 PUBLIC_DNS = "localhost"
 
@@ -35,6 +39,8 @@ class Project:
     project_id: str
     api_url: str
     token: str
+    #: The SSH endpoint of every dashboard; None where the backend offers none.
+    ssh: SshAccess | None = None
 
     @property
     def url(self) -> str:
@@ -69,4 +75,9 @@ def context(project: Project, dashboard: dict) -> dict[str, str]:
         variables[f"SENSE_PORT{i}"] = str(private)
         variables[f"SENSE_PORT{i}_PUBLIC"] = str(public)
         variables[f"SENSE_PUBLIC_PORT{i}"] = str(public)
+    if project.ssh is not None:
+        variables["SENSE_SSH_PORT_PUBLIC"] = variables["SENSE_PUBLIC_SSH_PORT"] = str(
+            project.ssh.port
+        )
+        variables["SENSE_SSH_PASSWORD"] = project.ssh.password(dashboard["id"])
     return variables

@@ -64,7 +64,8 @@ def test_the_environment_carries_every_context_variable_in_every_spelling(api, s
     [(private, public)] = worker["public_port_mapping"].items()
     assert env["SENSE_PORT1"] == private
     assert env["SENSE_PORT1_PUBLIC"] == env["SENSE_PUBLIC_PORT1"] == str(public)
-    assert "SENSE_SSH_PASSWORD" not in env and "SENSE_PUBLIC_SSH_PORT" not in env
+    assert env["SENSE_SSH_PORT_PUBLIC"] == env["SENSE_PUBLIC_SSH_PORT"] == str(info.ssh.port)
+    assert env["SENSE_SSH_PASSWORD"] == info.ssh.password(worker["id"]) != "leaked"
     assert env["ROLE"] == "worker"
     assert seen["cwd"] == seen["path0"] == str(project_dir)
     assert seen["helper"] == "from the project"

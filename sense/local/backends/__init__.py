@@ -116,6 +116,8 @@ class Backend(abc.ABC):
 
     #: The name it is chosen by, also kept in each handle it makes.
     name: ClassVar[str]
+    #: Whether its dashboards run on the server's machine, where its SSH server can reach them.
+    offers_ssh: ClassVar[bool] = False
     #: The engines it runs, as a regular expression found in their names (None: any);
     #: the API's OpenAPI description says so.
     engine_pattern: ClassVar[str | None] = None
@@ -137,9 +139,13 @@ class Backend(abc.ABC):
 
     # -- reporting -------------------------------------------------------------------------------
 
-    def subscribe(self, on_running: RunningListener, on_exit: ExitListener) -> None:
-        """Be told when a dashboard's process is up, and when it has ended."""
-        self._running_listeners.append(on_running)
+    def subscribe(self, on_running: RunningListener | None, on_exit: ExitListener) -> None:
+        """Be told when a dashboard's process is up, and when it has ended.
+
+        Listeners are called in the order they subscribed.
+        """
+        if on_running is not None:
+            self._running_listeners.append(on_running)
         self._exit_listeners.append(on_exit)
 
     def report_running(self, dashboard_id: int) -> None:

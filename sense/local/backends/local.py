@@ -119,6 +119,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    offers_ssh = True
     # Every job runs with Python here: an R or JavaScript engine cannot run.
     engine_pattern = "[Pp][Yy][Tt][Hh][Oo][Nn]"
 
