@@ -21,6 +21,10 @@ message per request or answer) whose other end the server holds.
 - When a child ends, the message ``{"exited": pid, "returncode": ...}`` says
   so, its return code as ``subprocess.Popen`` gives it: the exit status, or
   minus the signal that killed it.
+- Once up, it says where its interpreter found packages at start-up, with
+  each directory's modification time (None if missing):
+  ``{"sites": {directory: mtime_ns}}``; a package installed or removed
+  since then makes the server start a new prestarted engine.
 - End of file (the server is gone, even by SIGKILL, or it has no more
   requests): no more forks; it exits once its children have ended and been
   reported, or at once if the server can no longer be told. A forked engine
@@ -45,6 +49,7 @@ import json
 import os
 import select
 import signal
+import site
 import socket
 import sys
 
@@ -100,6 +105,21 @@ def serve(server):
         os.close(log_fd)
         os.close(channel_fd)
         _tell(server, answer)
+
+
+def _site_directories():
+    """Where this interpreter looked for packages (and their ``.pth`` files) when it started."""
+    directories = site.getsitepackages()
+    if site.ENABLE_USER_SITE:
+        directories.append(site.getusersitepackages())
+    return {directory: _modified(directory) for directory in directories}
+
+
+def _modified(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _report_ended(server, children):
@@ -174,7 +194,8 @@ def main(argv):
     # What exists by now lives as long as the process: a child's garbage collections skip it,
     # so that they do not copy the pages it is on.
     gc.freeze()
-    serve(server)
+    if _tell(server, {"sites": _site_directories()}):
+        serve(server)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import psutil
 import pytest
@@ -24,6 +26,7 @@ from conftest import (
     sense_command,
     wait_for,
 )
+from needs import require
 
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
@@ -222,6 +225,34 @@ def test_when_the_prestarted_engine_dies_a_new_one_takes_over_and_its_dashboards
     for running in (fresh, forked):
         stopped = api("PUT", f"/dashboards/{running['id']}/stop").json()
         assert stopped["exit_code"] == 128 + signal.SIGTERM
+
+
+def test_a_package_installed_after_the_prestarted_engine_started_imports_in_the_next_workers(
+    api, tmp_path, caplog
+):
+    site_packages = Path(sysconfig.get_path("purelib"))
+    require(os.access(site_packages, os.W_OK), f"{site_packages} is not writable")
+    caplog.set_level(logging.INFO, logger="sense.local")
+    # A forked worker: the prestarted engine is up, and has said where it found packages.
+    before = api.launch(startup_code="pass")
+    assert api.wait_status(before["id"], "stopped")["exit_code"] == 0
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    (installed / "installed_later.py").write_text("VALUE = 'installed later'\n")
+    # What an editable install leaves: a .pth file, read by an interpreter as it starts.
+    pth = site_packages / f"sense-test-{os.getpid()}.pth"
+    pth.write_text(f"{installed}\n")
+    try:
+        code = "import installed_later\nprint(installed_later.VALUE)\n"
+        workers = [api.launch(startup_code=code) for _ in range(2)]
+        for worker in workers:
+            assert api.wait_status(worker["id"], "stopped", "failed")["exit_code"] == 0
+            assert api.logs(worker["id"]) == "installed later\n"
+    finally:
+        pth.unlink()
+    first, second = (worker["id"] for worker in workers)
+    assert f"dashboard {first} starts in a fresh interpreter: packages changed in" in caplog.text
+    assert f"dashboard {second} starts in a fresh interpreter" not in caplog.text
 
 
 @pytest.mark.timeout(30)

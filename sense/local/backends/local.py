@@ -204,8 +204,12 @@ class LocalBackend(Backend):
     def _spawn(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, ForkedProcess]:
         with self._lock:
             forkserver = self._forkserver
-            if forkserver.gone:  # this launch takes a fresh interpreter, the next ones a new one
+            unusable = forkserver.unusable()
+            if unusable is not None:
+                forkserver.retire()
                 self._forkserver = self._new_forkserver()
+        if unusable is not None:
+            raise CannotFork(f"{unusable}; a new one starts for the next launches")
         with _channel() as (ours, theirs):
             return ours, forkserver.spawn(
                 spec.dashboard_id, self.project_dir, env, log.fileno(), theirs.fileno()

@@ -1,10 +1,10 @@
 """Dashboards forked from a prestarted engine (``forkserver.py``) instead of fresh interpreters.
 
 A fresh interpreter costs every dashboard tens of milliseconds of CPU before
-its first line; a fork of one that is already up costs a fraction of one
-(the README's "Prestarted engine"). :class:`ForkServer` starts the
-prestarted engine and holds its socket; a thread reads its answers, and the
-exit status of every child it forked, which is reaped there.
+its first line; a fork of one that is already up costs a few (the README's
+"Prestarted engine"). :class:`ForkServer` starts the prestarted engine and
+holds its socket; a thread reads its answers, and the exit status of every
+child it forked, which is reaped there.
 
 Example
 -------
@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import socket
 import subprocess
 import threading
@@ -124,19 +125,30 @@ class ForkServer:
         self.log_path = log_path
         self._socket = ours
         self._lock = threading.Lock()
+        # Sending, and retiring, one at a time: nothing is sent once it is retired.
+        self._sending = threading.Lock()
         self._waiting: dict[int, _Answer] = {}
         self._children: dict[int, ForkedProcess] = {}
-        self._closing = False
+        self._sites: dict[str, int | None] = {}
+        self._retired = False
         self._gone = False
         self._reader = threading.Thread(
             target=self._read, daemon=True, name=f"sense-forkserver-{self.process.pid}"
         )
         self._reader.start()
 
-    @property
-    def gone(self) -> bool:
-        """Whether it has ended: it forks nothing more."""
-        return self._gone
+    def unusable(self) -> str | None:
+        """Why it should fork nothing more, or None.
+
+        It has ended; or packages were installed or removed since it started, which a fresh
+        interpreter would see (a new ``.pth`` file, a user site directory made since).
+        """
+        if self._gone:
+            return "the prestarted engine has ended"
+        for directory, modified in self._sites.items():
+            if _modified(directory) != modified:
+                return f"packages changed in {directory} since the prestarted engine started"
+        return None
 
     def refusal(self, env: Mapping[str, str]) -> str | None:
         """Why a dashboard with environment ``env`` cannot be forked from it, or None."""
@@ -162,37 +174,42 @@ class ForkServer:
         ------
         CannotFork
             Its environment differs where a fork cannot follow, the request is too large for
-            the socket, the fork failed, or the prestarted engine has ended (see :attr:`gone`).
+            the socket, the fork failed, or the prestarted engine forks nothing more (it has
+            ended, or is retired).
         """
         reason = self.refusal(env)
         if reason is not None:
             raise CannotFork(reason)
         request = json.dumps({"id": dashboard_id, "cwd": cwd, "env": dict(env)}).encode()
         answer = _Answer()
-        with self._lock:
-            if self._gone:
-                raise CannotFork("the prestarted engine has ended")
-            self._waiting[dashboard_id] = answer
-        try:
-            socket.send_fds(self._socket, [request], [log_fd, channel_fd])
-        except OSError as error:
+        with self._sending:
             with self._lock:
-                self._waiting.pop(dashboard_id, None)
-            if error.errno == errno.EMSGSIZE:
-                raise CannotFork(
-                    f"its environment is too large to hand over in one message ({len(request)} "
-                    "bytes)"
-                ) from None
-            # It is gone: once the reader has seen its end, `gone` says so.
-            self._reader.join(CLOSE_TIMEOUT)
-            raise CannotFork(f"the prestarted engine cannot be reached: {error}") from None
+                if self._gone or self._retired:
+                    raise CannotFork("the prestarted engine forks nothing more")
+                self._waiting[dashboard_id] = answer
+            try:
+                socket.send_fds(self._socket, [request], [log_fd, channel_fd])
+            except OSError as error:
+                with self._lock:
+                    self._waiting.pop(dashboard_id, None)
+                if error.errno == errno.EMSGSIZE:
+                    raise CannotFork(
+                        f"its environment is too large to hand over in one message "
+                        f"({len(request)} bytes)"
+                    ) from None
+                raise CannotFork(f"the prestarted engine cannot be reached: {error}") from None
         return answer.take()
 
+    def retire(self) -> None:
+        """Fork nothing more; it ends once its children have, whose exit statuses still come."""
+        with self._sending:
+            self._retired = True
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_WR)
+
     def close(self) -> None:
-        """Fork nothing more, and wait until it has ended (once its children have)."""
-        self._closing = True
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_WR)
+        """Retire it, and wait until it has ended: its children are expected to have ended."""
+        self.retire()
         self._reader.join(CLOSE_TIMEOUT)
         if self._reader.is_alive():  # a child outlived its stop: its status will not be known
             self.process.kill()
@@ -214,7 +231,7 @@ class ForkServer:
             ended = CannotFork(f"the prestarted engine ended (exit status {returncode})")
             for answer in waiting.values():
                 answer.give(ended)
-            if not self._closing:
+            if not self._retired:
                 logger.warning(
                     "the prestarted engine (pid %d) ended with exit status %d (its output: %s); "
                     "the exit status of the %d dashboards it had started will not be known, and "
@@ -228,7 +245,10 @@ class ForkServer:
                 child._end(None)
 
     def _take(self, message: dict) -> None:
-        """Hand over the answer to a request, or the end of a child."""
+        """Hand over the answer to a request, or the end of a child; or note its sites."""
+        if "sites" in message:
+            self._sites = message["sites"]
+            return
         if "exited" in message:
             with self._lock:
                 child = self._children.pop(message["exited"], None)
@@ -243,3 +263,11 @@ class ForkServer:
             answer.give(child)
         else:
             answer.give(CannotFork(f"the prestarted engine could not fork: {message['error']}"))
+
+
+def _modified(path: str) -> int | None:
+    """When ``path`` was last modified, in nanoseconds; None if it does not exist."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
