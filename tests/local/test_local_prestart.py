@@ -22,6 +22,7 @@ from conftest import (
     Api,
     dashboard_process,
     engine_processes,
+    prestarted_engines,
     read_exports,
     sense_command,
     wait_for,
@@ -117,17 +118,23 @@ def test_a_forked_worker_sees_what_a_fresh_interpreter_sees(project_dir):
     assert not seen[True]["engine_module"]
 
 
-def test_a_forked_worker_ends_as_python_does_threads_joined_then_atexit(api):
+def test_a_forked_worker_ends_as_python_does(api, project_dir):
     code = (
-        "import atexit, sys, threading, time\n"
+        "import atexit, os, sys, threading, time\n"
+        "open('parent.txt', 'w').write(str(os.getppid()))\n"
         "atexit.register(print, 'atexit ran')\n"
         "threading.Thread(target=lambda: (time.sleep(0.3), print('thread ran'))).start()\n"
+        "left_open = open('left_open.txt', 'w')\n"
+        "left_open.write('flushed as the interpreter ends')\n"
         "print('main ends')\n"
         "sys.stdout.write('no newline, no flush')\n"
     )
     worker = api.launch(startup_code=code)
     assert api.wait_status(worker["id"], "stopped")["exit_code"] == 0
     assert api.logs(worker["id"]) == "main ends\nno newline, no flushthread ran\natexit ran\n"
+    assert (project_dir / "left_open.txt").read_text() == "flushed as the interpreter ends"
+    [prestarted] = prestarted_engines()
+    assert (project_dir / "parent.txt").read_text() == str(prestarted.pid)
 
 
 @pytest.mark.parametrize("variable", ["PYTHONPATH", "PYTHONHASHSEED"])
