@@ -262,6 +262,20 @@ def test_a_package_installed_after_the_prestarted_engine_started_imports_in_the_
     assert f"dashboard {second} starts in a fresh interpreter" not in caplog.text
 
 
+def test_a_server_whose_prestarted_engine_cannot_start_serves_as_without_one(
+    project_dir, tmp_path, caplog
+):
+    missing = tmp_path / "no-such-python"
+    with LocalServer(project_dir, grace=1.0, python=str(missing)) as server:
+        server.attach(set_environ=False)
+        assert f"no prestarted engine ([Errno 2] No such file or directory: '{missing}')" in (
+            caplog.text
+        )
+        # As without prestart: each launch tries a fresh interpreter, which cannot start either.
+        answer = Api(server)("POST", "/dashboards", json={"master_id": server.master["id"]})
+        assert answer.status_code == 400 and "could not start" in answer.json()["error"]
+
+
 @pytest.mark.timeout(30)
 def test_sigkill_of_the_server_ends_forked_workers_and_the_prestarted_engine_within_seconds(
     project_dir,

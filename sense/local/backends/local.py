@@ -215,9 +215,16 @@ class LocalBackend(Backend):
                 spec.dashboard_id, self.project_dir, env, log.fileno(), theirs.fileno()
             )
 
-    def _new_forkserver(self) -> ForkServer:
+    def _new_forkserver(self) -> ForkServer | None:
+        """A new prestarted engine; None, and the log says why, if it cannot start."""
         environment = dashboard_environment(os.environ, {}, {})
-        return ForkServer(self.python, environment, self.state.log_dir / "forkserver.log")
+        try:
+            return ForkServer(self.python, environment, self.state.log_dir / "forkserver.log")
+        except OSError as error:
+            logger.warning(
+                "no prestarted engine (%s): dashboards start in fresh interpreters", error
+            )
+            return None
 
     def _start(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, subprocess.Popen]:
         """Start the dashboard's engine in a fresh interpreter: its end of the channel and it."""

@@ -222,7 +222,10 @@ class ForkServer:
         except OSError:
             pass
         finally:
-            self._socket.close()
+            with self._sending:  # no request may go out on a number the socket no longer owns
+                self._socket.close()
+            # At end of file it has exited, or is about to; after anything else, it is of no use.
+            self.process.kill()
             returncode = self.process.wait()
             with self._lock:
                 self._gone = True
