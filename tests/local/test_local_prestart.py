@@ -47,7 +47,9 @@ print(json.dumps({
     "argv": sys.argv,
     "orig_argv": sys.orig_argv[:-1],  # the last is the channel's descriptor number
     "path": sys.path,
-    "main": [main.__name__, main.__file__, type(main.__loader__).__name__, main.__spec__],
+    "main": [main.__name__, getattr(main, "__file__", None),
+             type(getattr(main, "__loader__", None)).__name__,
+             getattr(main, "__spec__", None) is None],
     "job_globals": sorted(globals()),
     "cwd": os.getcwd(),
     "env": {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
