@@ -320,6 +320,21 @@ def test_sense_run_no_prestart_starts_every_worker_in_a_fresh_interpreter(projec
     assert f"worker parent {run.pid}" in output
 
 
+def test_local_start_without_prestart_starts_workers_in_fresh_interpreters(
+    project_dir, monkeypatch
+):
+    import sense
+    import sense.local
+
+    for name in [name for name in os.environ if name.startswith("SENSE_")]:
+        monkeypatch.delenv(name)
+    with sense.local.start(project_dir, grace=1.0, prestart=False) as server:
+        workers = sense.launchWorkers(2, startupCode="import os; print(os.getppid())")
+        sense.awaitWorkers(workers, wait_for_completion=True)
+        logs = [b"".join(server.project.read_logs(worker["id"])[1]) for worker in workers]
+    assert logs == [f"{os.getpid()}\n".encode()] * 2
+
+
 def test_no_prestart_goes_with_the_local_backend_only(project_dir):
     run = sense_command("server", "--no-prestart", "--backend", "ray", cwd=project_dir)
     output, _ = run.communicate(timeout=30)
