@@ -26,7 +26,8 @@ IDLE = ""  # a dashboard without startup code idles until it is stopped
 
 def test_a_worker_goes_from_starting_to_running_to_stopped_with_exit_code_0(contract_api):
     worker = contract_api.launch(startup_code="import time; time.sleep(0.5)")
-    assert worker["status"] == "starting"
+    # A worker forked from a prestarted engine may be running by the time the launch answers.
+    assert worker["status"] in ("starting", "running")
     running = contract_api.wait_status(worker["id"], "running")
     assert running["started_at"].endswith("Z")
     ended = contract_api.wait_status(worker["id"], "stopped")
