@@ -1,10 +1,15 @@
 """Item 1: from the launch call until N workers have each run a line of code and reported back.
 
-    python benchmarks/cluster_startup.py [N ...]
+    python benchmarks/cluster_startup.py [N ...]        # every peer, one run of each size
+    python benchmarks/cluster_startup.py --sense [N ...]  # sense both ways and the floor only
 
 Side by side, for N = 4, 16, 64: ``sense`` on its local server (already
-running, as the platform was), ipyparallel, dask.distributed, and the floor:
-N plain ``subprocess.Popen`` of the same Python running the same line.
+running, as the platform was), with its prestarted engine (dashboards are
+forked from it, the default) and without (a fresh interpreter each),
+ipyparallel, dask.distributed, and the floor: N plain ``subprocess.Popen``
+of the same Python running the same line. Then the memory of an idle worker
+both ways: resident (RSS), unique (USS: what ending it gives back) and
+proportional (PSS: shared pages split among their sharers).
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import time
 
 SIZES = (4, 16, 64)
 RUNS = 3
+#: How many idle workers the memory is measured on.
+IDLE = 16
+#: Every peer; ``sense`` is with the prestarted engine, ``sense_fresh`` without.
+PEERS = ("popen", "sense", "sense_fresh", "ipyparallel", "dask")
 
 # The line each worker runs: connect back to the master and say so.
 REPORT_BACK = (
@@ -52,22 +61,31 @@ def popen_floor(n: int) -> float:
 
 
 class SenseCluster:
-    """A local project whose master is this process."""
+    """A local project whose master is this process; ``prestart`` as LocalServer takes it."""
+
+    def __init__(self, prestart: bool) -> None:
+        self.prestart = prestart
 
     def __enter__(self) -> SenseCluster:
         import sense
         from sense.local import LocalServer
 
         self.sense = sense
-        self.server = LocalServer(tempfile.mkdtemp(), max_workers=max(SIZES))
+        self.server = LocalServer(
+            tempfile.mkdtemp(), max_workers=max(max(SIZES), IDLE), prestart=self.prestart
+        )
         self.server.attach(set_environ=False)
-        os.environ.update(self.server.master_environment())
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.server.stop()
 
+    def master(self) -> None:
+        """Make this process the master of this cluster's project (two may run side by side)."""
+        os.environ.update(self.server.master_environment())
+
     def time_to_report(self, n: int) -> float:
+        self.master()
         project_ip = self.sense.networkInfo()["project_ip"]
         with socket.create_server((project_ip, 0), backlog=n) as listener:
             host, port = listener.getsockname()
@@ -79,6 +97,23 @@ class SenseCluster:
             elapsed = time.perf_counter() - started
         self.sense.stopWorkers()
         return elapsed
+
+    def idle_memory(self, n: int) -> dict[str, float]:
+        """Median RSS, USS and PSS in MiB of ``n`` idle workers, each measured once all run."""
+        import psutil
+
+        self.master()
+        workers = self.sense.launchWorkers(n)
+        self.sense.awaitWorkers(workers)
+        time.sleep(1)  # let each reach its idle wait
+        project = self.server.project
+        processes = [psutil.Process(project.get(w["id"])["handle"]["pid"]) for w in workers]
+        measured = [process.memory_full_info() for process in processes]
+        self.sense.stopWorkers()
+        return {
+            kind: statistics.median(getattr(m, kind) for m in measured) / 2**20
+            for kind in ("rss", "uss", "pss")
+        }
 
 
 def ipyparallel_time(n: int) -> float:
@@ -109,52 +144,82 @@ def dask_time(n: int) -> float:
     return elapsed
 
 
-def measure() -> dict[str, dict[int, float]]:
+def measure(peers: tuple[str, ...] = PEERS) -> dict:
     """Medians over ``RUNS`` rounds; each round takes every size and peer in turn, so that
-    whatever else the machine does at some moment weighs on all of them alike."""
-    samples: dict[str, dict[int, list[float]]] = {
-        name: {n: [] for n in SIZES} for name in ("popen", "sense", "ipyparallel", "dask")
-    }
-    with SenseCluster() as cluster:
-        cluster.time_to_report(min(SIZES))  # warm: the client's first request imports requests
+    whatever else the machine does at some moment weighs on all of them alike. Then the
+    memory of idle workers, under ``"memory"``, for sense both ways."""
+    samples: dict[str, dict[int, list[float]]] = {name: {n: [] for n in SIZES} for name in peers}
+    with SenseCluster(prestart=True) as forked, SenseCluster(prestart=False) as fresh:
+        timers = {
+            "popen": popen_floor,
+            "sense": forked.time_to_report,
+            "sense_fresh": fresh.time_to_report,
+            "ipyparallel": ipyparallel_time,
+            "dask": dask_time,
+        }
+        for cluster in (forked, fresh):
+            cluster.time_to_report(min(SIZES))  # warm: the first request imports requests
         for _ in range(RUNS):
             for n in SIZES:
-                samples["popen"][n].append(popen_floor(n))
-                samples["sense"][n].append(cluster.time_to_report(n))
-                samples["ipyparallel"][n].append(ipyparallel_time(n))
-                samples["dask"][n].append(dask_time(n))
-    return {
+                for name in peers:
+                    samples[name][n].append(timers[name](n))
+        memory = {"sense": forked.idle_memory(IDLE), "sense_fresh": fresh.idle_memory(IDLE)}
+    results: dict = {
         name: {n: statistics.median(values) for n, values in by_size.items()}
         for name, by_size in samples.items()
     }
+    results["memory"] = memory
+    return results
 
 
-def report(results: dict[str, dict[int, float]]) -> str:
+LABELS = {
+    "popen": "Popen floor",
+    "sense": "sense",
+    "sense_fresh": "sense, no prestart",
+    "ipyparallel": "ipyparallel",
+    "dask": "dask",
+}
+
+
+def report(results: dict) -> str:
+    peers = [name for name in LABELS if name in results]
     lines = [
-        "| N | Popen floor (s) | sense (s) | ipyparallel (s) | dask (s) | sense / floor |",
-        "|---|---|---|---|---|---|",
+        f"| N | {' | '.join(f'{LABELS[name]} (s)' for name in peers)} | sense / floor | "
+        "sense, no prestart / floor |",
+        "|---|" + "---|" * (len(peers) + 2),
     ]
     for n in SIZES:
-        row = [results[name][n] for name in ("popen", "sense", "ipyparallel", "dask")]
-        cells = " | ".join(f"{value:.2f}" for value in row)
-        lines.append(f"| {n} | {cells} | {row[1] / row[0]:.2f} |")
+        cells = " | ".join(f"{results[name][n]:.3f}" for name in peers)
+        floor = results["popen"][n]
+        lines.append(
+            f"| {n} | {cells} | {results['sense'][n] / floor:.2f} | "
+            f"{results['sense_fresh'][n] / floor:.2f} |"
+        )
+    lines += [
+        "",
+        f"Memory of an idle worker (median of {IDLE}, MiB):",
+        "",
+        "| | RSS | USS | PSS |",
+        "|---|---|---|---|",
+    ]
+    for name in ("sense", "sense_fresh"):
+        memory = results["memory"][name]
+        lines.append(
+            f"| {LABELS[name]} | {memory['rss']:.1f} | {memory['uss']:.1f} | {memory['pss']:.1f} |"
+        )
     return "\n".join(lines)
 
 
-def plot(results: dict[str, dict[int, float]], path: str) -> None:
+def plot(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 3.6))
-    labels = {
-        "popen": "Popen floor",
-        "sense": "sense",
-        "ipyparallel": "ipyparallel",
-        "dask": "dask",
-    }
-    for name, label in labels.items():
+    for name, label in LABELS.items():
+        if name not in results:
+            continue
         axes.plot(SIZES, [results[name][n] for n in SIZES], marker="o", label=label)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
@@ -169,6 +234,11 @@ def plot(results: dict[str, dict[int, float]], path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # a quick look at other sizes, one run each
-        SIZES, RUNS = tuple(int(n) for n in sys.argv[1:]), 1
-    print(report(measure()))
+    arguments = sys.argv[1:]
+    peers = PEERS
+    if arguments[:1] == ["--sense"]:
+        arguments, peers = arguments[1:], ("popen", "sense", "sense_fresh")
+    if arguments:  # a quick look at other sizes, one run each
+        SIZES, RUNS = tuple(int(n) for n in arguments), 1
+    print(f"load average: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
+    print(report(measure(peers)))

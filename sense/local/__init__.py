@@ -59,7 +59,9 @@ class LocalServer:
     backend : str
         Where dashboards run: ``"local"`` (process groups on this machine, the default),
         ``"ray"`` (across a Ray cluster), or a backend installed under the entry-point group
-        ``sense.backends``. Keyword options it takes of its own (``ray_address``) follow.
+        ``sense.backends``. Keyword options it takes of its own follow: ``prestart`` for
+        ``"local"`` (False: a fresh interpreter for every dashboard, not a fork of a
+        prestarted engine), ``ray_address`` for ``"ray"``.
 
     Attributes
     ----------
@@ -239,7 +241,8 @@ def start(project_dir=None, **options) -> LocalServer:
 
     Sets this process's ``SENSE_*`` environment, so that ``sense.launchWorkers``
     and the rest work as on a Sense dashboard. Calling it again for the same
-    project returns the running server. Options are those of :class:`LocalServer`.
+    project returns the running server. Options are those of :class:`LocalServer`
+    (``prestart=False`` among them).
 
     Returns
     -------

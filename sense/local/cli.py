@@ -119,6 +119,13 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         "(across a Ray cluster), or an installed third-party backend",
     )
     parser.add_argument(
+        "--no-prestart",
+        dest="prestart",
+        action="store_false",
+        help="start every dashboard in a fresh interpreter, not forked from a prestarted engine "
+        "(local backend)",
+    )
+    parser.add_argument(
         "--ray-address",
         default=None,
         metavar="ADDRESS",
@@ -142,6 +149,10 @@ def _open(args) -> LocalServer:
         if args.backend != "ray":
             raise SenseError("--ray-address goes with --backend ray")
         backend_options["ray_address"] = args.ray_address
+    if not args.prestart:
+        if args.backend != "local":
+            raise SenseError("--no-prestart goes with --backend local")
+        backend_options["prestart"] = False
     return LocalServer(
         args.project_dir,
         host=getattr(args, "host", "127.0.0.1"),

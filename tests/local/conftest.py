@@ -17,9 +17,11 @@ import pytest
 import requests
 
 from sense.local import LocalServer
+from sense.local.backends.prestart import FORKSERVER
 from sense.local.engine import __file__ as ENGINE_FILE
 
-ENGINE = os.path.basename(ENGINE_FILE)
+#: What a dashboard's command line runs: the engine, or the prestarted engine it was forked from.
+ENGINES = (os.path.basename(ENGINE_FILE), os.path.basename(FORKSERVER))
 SENSE = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
 
 
@@ -35,43 +37,61 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
+def runs_an_engine(process: psutil.Process) -> bool:
+    """Whether ``process`` runs the worker engine, or the prestarted engine.
+
+    A dashboard forked from the prestarted engine keeps its command line.
+    """
+    try:
+        return any(part.endswith(ENGINES) for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def engine_processes(under: Path) -> list[psutil.Process]:
     """The processes running the worker engine in a project under ``under``.
 
     Matched by working directory, not by parentage: a worker whose server was
     killed belongs to init, and other sessions on this machine run workers too.
+    (The prestarted engine itself runs in ``/``: it is not one of them.)
     """
     found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        cmdline = process.info["cmdline"] or []
-        cwd = process.info["cwd"] or ""
-        if any(part.endswith(ENGINE) for part in cmdline) and cwd.startswith(str(under)):
+    for process in psutil.process_iter(["cwd"]):
+        if (process.info["cwd"] or "").startswith(str(under)) and runs_an_engine(process):
             found.append(process)
     return found
 
 
-def dashboard_processes(project_url: str) -> list[psutil.Process]:
-    """The dashboards' processes of the project at ``project_url``, wherever a backend put them.
+def dashboard_processes(api: Api) -> list[psutil.Process]:
+    """The dashboards' processes of the project of ``api``, wherever a backend put them.
 
-    Found by the project URL in their environment, which every dashboard has.
+    Found by the project URL in their environment, or by their output going to the
+    project's logs: a dashboard forked from the prestarted engine has its environment in
+    ``os.environ`` only, while ``/proc`` shows the one the prestarted engine started with.
     """
+    logs = str(api.server.state.log_dir)
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if not any(part.endswith(ENGINE) for part in process.info["cmdline"] or []):
+    for process in psutil.process_iter():
+        if not runs_an_engine(process):
             continue
         try:
-            if process.environ().get("SENSE_PROJECT_URL") == project_url:
+            if process.environ().get("SENSE_PROJECT_URL") == api.url or os.readlink(
+                f"/proc/{process.pid}/fd/1"
+            ).startswith(logs):
                 found.append(process)
-        except psutil.Error:
+        except (psutil.Error, OSError):
             continue
     return found
 
 
-def dashboard_process(project_url: str, dashboard_id: int) -> psutil.Process:
-    """The engine process of one dashboard, found by the id in its environment."""
+def dashboard_process(api: Api, dashboard_id: int) -> psutil.Process:
+    """The engine process of one dashboard: the pid its backend keeps, else by its environment."""
+    pid = api.server.project.get(dashboard_id)["handle"].get("pid")
+    if pid is not None:
+        return psutil.Process(pid)
 
     def found():
-        for process in dashboard_processes(project_url):
+        for process in dashboard_processes(api):
             try:
                 if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
                     return process
@@ -83,14 +103,26 @@ def dashboard_process(project_url: str, dashboard_id: int) -> psutil.Process:
     return wait_for(found)
 
 
+def prestarted_engines() -> list[psutil.Process]:
+    """The prestarted engines of the servers that this test process runs."""
+    return [
+        process
+        for process in psutil.Process().children()
+        if any(part == FORKSERVER for part in process.cmdline())
+    ]
+
+
 @pytest.fixture(autouse=True)
 def no_strays(tmp_path):
-    """Fail a test that leaves a worker process behind (after giving it 5 s to end)."""
+    """Fail a test that leaves a worker process behind (after giving it 5 s to end).
+
+    Nor may a prestarted engine of a server of this test outlive it.
+    """
     yield
-    _, alive = psutil.wait_procs(engine_processes(tmp_path), timeout=5)
+    _, alive = psutil.wait_procs(engine_processes(tmp_path) + prestarted_engines(), timeout=5)
     for process in alive:
         process.kill()
-    assert not alive, f"worker processes left running: {[p.pid for p in alive]}"
+    assert not alive, f"processes left running: {[p.pid for p in alive]}"
 
 
 class Api:
@@ -148,14 +180,18 @@ def api(server) -> Api:
     return Api(server)
 
 
-#: The backends that the contract suite (test_backend_contract.py) runs against.
-BACKENDS = ["local"]
+#: The backends that the contract suite (test_backend_contract.py) runs against, as the keyword
+#: arguments of :class:`LocalServer` that choose one (and its options).
+BACKENDS = {
+    "local": {"backend": "local"},
+    "local-no-prestart": {"backend": "local", "prestart": False},
+}
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS.values(), ids=BACKENDS.keys())
 def backend(request) -> dict:
     """The keyword arguments of :class:`LocalServer` that choose one backend."""
-    return {"backend": request.param}
+    return request.param
 
 
 @pytest.fixture

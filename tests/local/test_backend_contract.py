@@ -26,7 +26,8 @@ IDLE = ""  # a dashboard without startup code idles until it is stopped
 
 def test_a_worker_goes_from_starting_to_running_to_stopped_with_exit_code_0(contract_api):
     worker = contract_api.launch(startup_code="import time; time.sleep(0.5)")
-    assert worker["status"] == "starting"
+    # A worker forked from a prestarted engine may be running by the time the launch answers.
+    assert worker["status"] in ("starting", "running")
     running = contract_api.wait_status(worker["id"], "running")
     assert running["started_at"].endswith("Z")
     ended = contract_api.wait_status(worker["id"], "stopped")
@@ -121,7 +122,7 @@ def test_stop_ends_the_whole_process_group_of_a_worker(contract_api):
 def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(contract_api):
     worker = contract_api.launch(startup_code=IDLE)
     contract_api.wait_status(worker["id"], "running")
-    dashboard_process(contract_api.url, worker["id"]).send_signal(signal.SIGKILL)
+    dashboard_process(contract_api, worker["id"]).send_signal(signal.SIGKILL)
     failed = contract_api.wait_status(worker["id"], "failed")
     assert failed["exit_code"] == -signal.SIGKILL
     assert failed["stopped_at"].endswith("Z")
@@ -179,7 +180,7 @@ def test_sigkill_of_a_master_stops_its_workers(contract_api):
         return workers if len(workers) == 2 else None
 
     workers = wait_for(two_workers_running, timeout=30)
-    dashboard_process(contract_api.url, master["id"]).send_signal(signal.SIGKILL)
+    dashboard_process(contract_api, master["id"]).send_signal(signal.SIGKILL)
     assert contract_api.wait_status(master["id"], "failed")["exit_code"] == -signal.SIGKILL
     for worker in workers:
         assert contract_api.wait_status(worker["id"], "stopped")["exit_code"] is not None
@@ -207,7 +208,7 @@ def test_stopping_the_server_ends_every_dashboard_and_a_restart_keeps_the_histor
         running = [api.launch() for _ in range(2)]
         for worker in running:
             api.wait_status(worker["id"], "running")
-        processes = [dashboard_process(api.url, worker["id"]) for worker in running]
+        processes = [dashboard_process(api, worker["id"]) for worker in running]
     _, alive = psutil.wait_procs(processes, timeout=5)
     assert alive == []
     with LocalServer(project_dir, grace=1.0, **backend) as server:
@@ -219,4 +220,4 @@ def test_stopping_the_server_ends_every_dashboard_and_a_restart_keeps_the_histor
         assert [d["status"] for d in history[:4]] == ["stopped"] * 4
         assert "before the restart" in api.logs(done["id"])
         api("PUT", f"/dashboards/{api.launch()['id']}/stop")
-    assert dashboard_processes(api.url) == []
+    assert dashboard_processes(api) == []

@@ -57,7 +57,8 @@ def test_dashboards_are_listed_with_or_without_a_trailing_slash(api, server):
 
 def test_a_launch_answers_201_with_a_dashboard_shaped_as_the_spec_says(api, server):
     worker = api.launch(startup_code="pass", env={"ROLE": "worker"}, size=2)
-    assert worker["status"] == "starting"
+    # Forked from the prestarted engine, it may have run, even ended, by the time of the answer.
+    assert worker["status"] in ("starting", "running", "stopped")
     assert worker["master_id"] == server.master["id"]
     assert worker["size"] == 2
     assert worker["engine"] == "sense-ipython-engine"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,9 @@ from pathlib import Path
 
 from sense.errors import SenseConfigError
 from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_environment
+from sense.local.backends.prestart import CannotFork, ForkedProcess, ForkServer
+
+logger = logging.getLogger("sense.local")
 
 ENGINE = str(Path(__file__).parent.parent / "engine.py")
 SERVER_IP = "127.0.0.1"
@@ -65,7 +69,7 @@ class Job:
 
 @dataclass
 class _Process:
-    popen: subprocess.Popen
+    popen: subprocess.Popen | ForkedProcess
     channel: socket.socket
     job: Job
     stopped: bool = False
@@ -113,6 +117,9 @@ class LocalBackend(Backend):
     ----------
     python : str
         The interpreter of every dashboard; the server's own by default.
+    prestart : bool
+        Fork dashboards from a prestarted engine instead of starting a fresh interpreter for
+        each (see :mod:`sense.local.backends.prestart`); on by default.
 
     The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``
     defaults to :func:`default_quota`.
@@ -123,13 +130,22 @@ class LocalBackend(Backend):
     # Every job runs with Python here: an R or JavaScript engine cannot run.
     engine_pattern = "[Pp][Yy][Tt][Hh][Oo][Nn]"
 
-    def __init__(self, project_dir, state, *, python: str = sys.executable, **options) -> None:
+    def __init__(
+        self,
+        project_dir,
+        state,
+        *,
+        python: str = sys.executable,
+        prestart: bool = True,
+        **options,
+    ) -> None:
         super().__init__(project_dir, state, **options)
         if self.max_workers is None:
             self.max_workers = default_quota()
         self.python = python
         self._processes: dict[int, _Process] = {}
         self._lock = threading.Lock()
+        self._forkserver = self._new_forkserver() if prestart else None
 
     # -- what it accepts -------------------------------------------------------------------------
 
@@ -154,30 +170,11 @@ class LocalBackend(Backend):
         job = Job(spec.code, spec.script, list(spec.argv))
         placement = self._place(spec.dashboard_id, {})
         env = dashboard_environment(os.environ, spec.context(placement), spec.env)
-        ours, theirs = socket.socketpair()
         with open(self.state.log_path(spec.dashboard_id), "ab") as log:
             if spec.console:
                 log.write(b"(this dashboard's output goes to the console of `sense run`)\n")
-            output = None if spec.console else log
-            try:
-                popen = subprocess.Popen(
-                    [self.python, ENGINE, "--fd", str(theirs.fileno())],
-                    cwd=self.project_dir,
-                    env=env,
-                    stdin=None if spec.console else subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=None if spec.console else subprocess.STDOUT,
-                    pass_fds=(theirs.fileno(),),
-                    # Its own process group, so that stopping it reaches everything it started.
-                    start_new_session=True,
-                )
-            except BaseException:
-                ours.close()
-                raise
-            finally:
-                # Only the job may hold this end: the server's end closing must mean EOF there.
-                theirs.close()
-        process = _Process(popen, ours, job)
+            channel, popen = self._fork(spec, env, log) or self._start(spec, env, log)
+        process = _Process(popen, channel, job)
         with self._lock:
             self._processes[spec.dashboard_id] = process
         threading.Thread(
@@ -188,6 +185,62 @@ class LocalBackend(Backend):
         ).start()
         placement.handle.update(pid=popen.pid, start_time=_start_time(popen.pid))
         return placement
+
+    def _fork(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, ForkedProcess] | None:
+        """Fork the dashboard's engine from the prestarted one: its end of the channel and it.
+
+        None when prestart is off, or when a fork cannot start this dashboard as a fresh
+        interpreter would (the server's log says why).
+        """
+        if self._forkserver is None:
+            return None
+        try:
+            if spec.console:
+                raise CannotFork("it shares the console of `sense run`")
+            return self._spawn(spec, env, log)
+        except CannotFork as reason:
+            logger.info("dashboard %d starts in a fresh interpreter: %s", spec.dashboard_id, reason)
+            return None
+
+    def _spawn(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, ForkedProcess]:
+        with self._lock:
+            forkserver = self._forkserver
+            unusable = forkserver.unusable()
+            if unusable is not None:
+                forkserver.retire()
+                self._forkserver = self._new_forkserver()
+        if unusable is not None:
+            raise CannotFork(f"{unusable}; a new one starts for the next launches")
+        with _channel() as (ours, theirs):
+            return ours, forkserver.spawn(
+                spec.dashboard_id, self.project_dir, env, log.fileno(), theirs.fileno()
+            )
+
+    def _new_forkserver(self) -> ForkServer | None:
+        """A new prestarted engine; None, and the log says why, if it cannot start."""
+        environment = dashboard_environment(os.environ, {}, {})
+        try:
+            return ForkServer(self.python, environment, self.state.log_dir / "forkserver.log")
+        except OSError as error:
+            logger.warning(
+                "no prestarted engine (%s): dashboards start in fresh interpreters", error
+            )
+            return None
+
+    def _start(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, subprocess.Popen]:
+        """Start the dashboard's engine in a fresh interpreter: its end of the channel and it."""
+        with _channel() as (ours, theirs):
+            return ours, subprocess.Popen(
+                [self.python, ENGINE, "--fd", str(theirs.fileno())],
+                cwd=self.project_dir,
+                env=env,
+                stdin=None if spec.console else subprocess.DEVNULL,
+                stdout=None if spec.console else log,
+                stderr=None if spec.console else subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                # Its own process group, so that stopping it reaches everything it started.
+                start_new_session=True,
+            )
 
     def _place(self, dashboard_id: int, handle: dict) -> Placement:
         port = free_port()
@@ -202,6 +255,10 @@ class LocalBackend(Backend):
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
         code = process.popen.wait()
+        if code is None:
+            # Forked by a prestarted engine that died first: its exit status is lost with it,
+            # and its end is when its channel closes.
+            _wait_for_end_of_file(process.channel)
         # Whatever the job left behind in its group ends with it.
         _signal_group(process.popen, signal.SIGKILL)
         try:
@@ -277,9 +334,35 @@ class LocalBackend(Backend):
             thread.start()
         for thread in stoppers:
             thread.join()
+        if self._forkserver is not None:
+            self._forkserver.close()
 
 
-def _signal_group(popen: subprocess.Popen, signum: int) -> None:
+@contextlib.contextmanager
+def _channel() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A dashboard's socket pair: the server's end, and the end its engine is started with.
+
+    The engine's end is closed here once the block has handed it over: only the engine may
+    hold it, so that the server's end closing means end of file there. The server's end is
+    closed too if the block fails: an engine started after all then finds it closed, and ends.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        yield ours, theirs
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+
+
+def _wait_for_end_of_file(channel: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while channel.recv(4096):
+            pass
+
+
+def _signal_group(popen: subprocess.Popen | ForkedProcess, signum: int) -> None:
     """Signal the process group that ``popen`` leads, if it still exists.
 
     Safe against pid reuse: the number is never handed out again while the
