@@ -97,7 +97,8 @@ def install(
     ------
     ValueError
         A package name is empty or starts with ``-`` (pip would read it as an
-        option), or a flag or argument is malformed. Nothing has run.
+        option), a flag or argument is malformed, or one of the three is not
+        of the kind above (``None``, ``bytes``). Nothing has run.
     InstallError
         pip failed (its exit code and last lines are attached) or is missing.
 
