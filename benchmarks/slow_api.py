@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 DELAY = float(sys.argv[2]) if len(sys.argv) > 2 else 0.020
 dashboards: dict[int, dict] = {}
@@ -43,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"{}")
 
     def do_GET(self):
-        if self.path.endswith("/dashboards"):
+        if urlsplit(self.path).path.endswith("/dashboards"):  # list filters are ignored
             with lock:
                 self._answer(200, list(dashboards.values()))
         else:

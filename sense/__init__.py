@@ -7,6 +7,10 @@ camelCase names are the original API; the snake_case names of the later
 >>> import sense
 >>> workers = sense.launchWorkers(2, "small", startupCode="print('hello')")  # doctest: +SKIP
 
+The worker functions are methods of :class:`sense.Client` too, for a project,
+credentials or settings of one's own; the functions here use a default client
+built from the environment and the module settings at every call.
+
 Importing ``sense`` imports neither IPython, nor the local server, nor
 ``requests`` (which loads at the first REST call).
 """
@@ -27,8 +31,18 @@ from sense.errors import (
 
 __version__ = "1.0.0"
 
-#: How many REST requests launchWorkers and stopWorkers send at once.
+#: How many REST requests launchWorkers and stopWorkers send at once (read at every call).
 THREAD_POOL_SIZE = 10
+
+
+def __getattr__(name: str):
+    # sense.Client loads the HTTP layer and the thread pool only when first asked for.
+    if name == "Client":
+        from sense.client import Client
+
+        return Client
+    raise AttributeError(f"module 'sense' has no attribute {name!r}")
+
 
 if "IPython" in sys.modules:
     # In a notebook, lists of dashboards show as tables (they stay plain lists).
@@ -42,6 +56,7 @@ if "IPython" in sys.modules:
 
 __all__ = [
     "THREAD_POOL_SIZE",
+    "Client",
     "InstallError",
     "LaunchError",
     "SenseAPIError",
@@ -97,7 +112,8 @@ def install(
     ------
     ValueError
         A package name is empty or starts with ``-`` (pip would read it as an
-        option), or a flag or argument is malformed. Nothing has run.
+        option), a flag or argument is malformed, or one of the three is not
+        of the kind above (``None``, ``bytes``). Nothing has run.
     InstallError
         pip failed (its exit code and last lines are attached) or is missing.
 
@@ -148,8 +164,10 @@ def launchWorkers(
     """Launch ``n`` worker dashboards whose master is this dashboard.
 
     The launch requests go out concurrently (at most ``sense.THREAD_POOL_SIZE``
-    at once). All or nothing: if any launch fails, those that did launch are
-    stopped again and :class:`LaunchError` is raised.
+    at once). All or nothing: the first launch that fails stops the sending
+    of more, those that did launch are stopped again, and :class:`LaunchError`
+    is raised. Should the API be unreachable for the clean-up, it gives up at
+    once and the error names the workers that may still run.
 
     Parameters
     ----------
@@ -164,7 +182,7 @@ def launchWorkers(
     startupCode : str
         Python code each worker runs when it starts. Not together with ``startupScript``.
     env : dict of str to str
-        Environment variables set on the workers.
+        Environment variables set on the workers (no NUL byte, no ``=`` in a name).
 
     Returns
     -------
@@ -187,26 +205,26 @@ def launchWorkers(
     >>> [w["status"] for w in workers]  # doctest: +SKIP
     ['starting', 'starting']
     """
-    from sense import workers
+    from sense import client
 
-    return workers.launch(
-        n, size, engine, startupScript, startupCode, {} if env is None else env, THREAD_POOL_SIZE
-    )
+    return client.default().launchWorkers(n, size, engine, startupScript, startupCode, env)
 
 
 def getWorkers() -> list[dict]:
     """The running dashboards of this cluster: the master and every worker it has.
 
-    Works on the master and on any of its workers alike.
+    Works on the master and on any of its workers alike. Workers still
+    ``starting`` (as ``launchWorkers`` returns them) are not listed until they
+    run: :func:`awaitWorkers` waits for that.
 
     Examples
     --------
     >>> [w["id"] for w in sense.getWorkers()]  # doctest: +SKIP
     [3, 7, 8]
     """
-    from sense import workers
+    from sense import client
 
-    return workers.cluster()
+    return client.default().getWorkers()
 
 
 def stopWorkers(*ids: int | str | dict) -> list[dict]:
@@ -216,7 +234,8 @@ def stopWorkers(*ids: int | str | dict) -> list[dict]:
     ----------
     *ids : int, str or dict
         Dashboard ids (or the dashboards themselves). None given: every
-        worker of the cluster, which shrinks to its master.
+        worker of the cluster that has not ended, ``starting`` ones included;
+        the cluster shrinks to its master.
 
     Returns
     -------
@@ -228,9 +247,9 @@ def stopWorkers(*ids: int | str | dict) -> list[dict]:
     >>> sense.stopWorkers(7, 8)  # doctest: +SKIP
     >>> sense.stopWorkers()  # doctest: +SKIP
     """
-    from sense import workers
+    from sense import client
 
-    return workers.stop(ids, THREAD_POOL_SIZE)
+    return client.default().stopWorkers(*ids)
 
 
 def getAuth() -> dict[str, str]:
@@ -244,9 +263,9 @@ def getAuth() -> dict[str, str]:
     >>> auth = sense.getAuth()  # doctest: +SKIP
     >>> requests.get(url, auth=(auth["user"], auth["pass"]))  # doctest: +SKIP
     """
-    from sense import environment
+    from sense import client
 
-    return environment.auth()
+    return client.default().getAuth()
 
 
 def getMaster() -> dict:
@@ -257,9 +276,9 @@ def getMaster() -> dict:
     >>> sense.getMaster()["master_id"] is None  # doctest: +SKIP
     True
     """
-    from sense import workers
+    from sense import client
 
-    return workers.master()
+    return client.default().getMaster()
 
 
 def awaitWorkers(
@@ -280,7 +299,7 @@ def awaitWorkers(
     wait_for_completion : bool
         Wait for the workers to end rather than to run.
     timeout_seconds : float
-        How long to wait at the most.
+        How long to wait at the most (finite, >= 0).
 
     Returns
     -------
@@ -295,9 +314,9 @@ def awaitWorkers(
     >>> len(result["workers"]), result["failures"]  # doctest: +SKIP
     (4, [])
     """
-    from sense import workers
+    from sense import client
 
-    return workers.await_(ids, wait_for_completion, timeout_seconds)
+    return client.default().awaitWorkers(ids, wait_for_completion, timeout_seconds)
 
 
 def launch_workers(

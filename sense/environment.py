@@ -3,13 +3,14 @@
 Every value is read at call time, never cached, so that a notebook that
 points itself at another server (``sense.local.start()``) is seen at once.
 Two generations of the platform spelled some variables differently; both
-spellings are read, the seed's first.
+spellings are read, the seed's first (the table is :mod:`sense.variables`).
 """
 
 from __future__ import annotations
 
 import os
 
+from sense import urls, variables
 from sense.errors import SenseConfigError
 
 DEFAULT_API_URL = "https://api.senseplatform.com"
@@ -20,7 +21,7 @@ _HOW_TO_RUN_LOCALLY = (
 )
 
 
-def lookup(*names: str) -> str | None:
+def lookup(names: tuple[str, ...]) -> str | None:
     """The value of the first of ``names`` that is set and not empty, else None."""
     for name in names:
         value = os.environ.get(name)
@@ -29,37 +30,50 @@ def lookup(*names: str) -> str | None:
     return None
 
 
-def require(*names: str) -> str:
+def require(names: tuple[str, ...]) -> str:
     """The value of the first of ``names`` that is set, else a SenseConfigError naming them."""
-    value = lookup(*names)
+    value = lookup(names)
     if value is None:
         raise SenseConfigError(f"{' or '.join(names)} is not set. {_HOW_TO_RUN_LOCALLY}")
     return value
 
 
+def _url(names: tuple[str, ...]) -> str | None:
+    """The URL in the first of ``names`` that is set, without a trailing slash; checked."""
+    url = lookup(names)
+    if url is None:
+        return None
+    problem = urls.problem(url)
+    if problem is not None:
+        raise SenseConfigError(
+            f"{' or '.join(names)} is {urls.without_userinfo(url)!r}, not an API address: {problem}"
+        )
+    return url.rstrip("/")
+
+
 def api_url() -> str:
     """The API root, without a trailing slash."""
-    return (lookup("SENSE_API_URL") or DEFAULT_API_URL).rstrip("/")
+    return _url(variables.API_URL) or DEFAULT_API_URL
 
 
 def project_url() -> str:
     """The URL of this dashboard's project: ``{API}/users/{owner}/projects/{project}``."""
-    url = lookup("SENSE_PROJECT_URL")
-    if url:
-        return url.rstrip("/")
-    owner = require("SENSE_OWNER_ID")
-    project = require("SENSE_PROJECT_ID")
+    url = _url(variables.PROJECT_URL)
+    if url is not None:
+        return url
+    owner = require(variables.OWNER_ID)
+    project = require(variables.PROJECT_ID)
     return f"{api_url()}/users/{owner}/projects/{project}"
 
 
 def dashboard_id() -> str:
     """This dashboard's id."""
-    return require("SENSE_DASHBOARD_ID")
+    return require(variables.DASHBOARD_ID)
 
 
 def master_id() -> str | None:
     """The id of this dashboard's master; None on a master (the variable is empty or unset)."""
-    return lookup("SENSE_MASTER_ID")
+    return lookup(variables.MASTER_ID)
 
 
 def cluster_master_id() -> str:
@@ -69,14 +83,15 @@ def cluster_master_id() -> str:
 
 def auth() -> dict[str, str]:
     """REST credentials ``{"user": ..., "pass": ...}``: the token, else username and password."""
-    token = lookup("SENSE_API_TOKEN", "SENSE_API_KEY")
+    token = lookup(variables.API_TOKEN)
     if token:
         return {"user": token, "pass": ""}
-    username = lookup("SENSE_USERNAME")
-    password = os.environ.get("SENSE_PASSWORD")
+    username = lookup(variables.USERNAME)
+    (password_name,) = variables.PASSWORD
+    password = os.environ.get(password_name)
     if username and password is not None:
         return {"user": username, "pass": password}
     raise SenseConfigError(
-        "No REST credentials: set SENSE_API_TOKEN (or SENSE_API_KEY), or SENSE_USERNAME and "
-        f"SENSE_PASSWORD. {_HOW_TO_RUN_LOCALLY}"
+        f"No REST credentials: set {' or '.join(variables.API_TOKEN)}, or "
+        f"{' and '.join(variables.USERNAME + variables.PASSWORD)}. {_HOW_TO_RUN_LOCALLY}"
     )

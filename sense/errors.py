@@ -8,6 +8,8 @@ raised ``RuntimeError`` when it was not on a dashboard, keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "InstallError",
     "LaunchError",
@@ -57,17 +59,25 @@ class SenseAPIError(SenseError):
 class LaunchError(SenseAPIError):
     """Some of the workers of one ``launchWorkers`` call could not be launched.
 
-    The workers that did launch have been stopped again before this is raised.
+    The first failure stops the sending of more launches (the call fails
+    anyway), and the workers that did launch are stopped again before this
+    is raised. The message sums up: how many failed, each distinct error
+    once, which workers were stopped, and which may still run.
 
     Attributes
     ----------
     failures : list of (int, Exception)
         For each failed launch, its position in the request order and the error.
+    not_sent : int
+        How many launches were never sent, because a failure came first.
     stopped : list of dict
         The dashboards that had launched and were stopped again.
     not_stopped : list of (id, Exception)
-        Dashboards that had launched but could not be stopped (stop them by hand);
-        id None: the project could not be listed to find launches whose answers were lost.
+        Dashboards that had launched but could not be stopped, and may still run
+        (stop them by hand); id None: the project could not be listed to find
+        launches whose answers were lost (their dashboards are named ``name``).
+    name : str
+        The name that every dashboard of the call was launched with.
     """
 
     def __init__(
@@ -76,20 +86,31 @@ class LaunchError(SenseAPIError):
         failures: list[tuple[int, Exception]],
         stopped: list[dict],
         not_stopped: list[tuple[object, Exception]] = (),
+        *,
+        not_sent: int = 0,
+        name: str = "",
     ) -> None:
         lines = [f"{len(failures)} of {n} worker launches failed"]
-        lines += [f"  launch {index}: {error}" for index, error in failures]
+        if not_sent:
+            lines[0] += f"; {not_sent} were not sent (a failure stops the sending)"
+        for message, indexes in _by_message(failures):
+            which = f"launch {indexes[0]}" if len(indexes) == 1 else f"launches {_some(indexes)}"
+            lines.append(f"  {which}: {message}")
         if stopped:
-            ids = ", ".join(str(dashboard["id"]) for dashboard in stopped)
+            ids = _some([dashboard["id"] for dashboard in stopped])
             lines.append(f"  the {len(stopped)} that launched were stopped again: {ids}")
-        for dashboard_id, error in not_stopped:
-            if dashboard_id is None:
+        for message, ids in _by_message(not_stopped):
+            if ids == [None]:
                 lines.append(
-                    f"  could not check for launches whose answers were lost ({error}): "
+                    f"  could not check for launches whose answers were lost ({message}): "
+                    f"any dashboard named {name!r} may still run; "
                     "sense.getWorkers() shows what runs"
                 )
             else:
-                lines.append(f"  launched but could not be stopped: {dashboard_id}: {error}")
+                lines.append(
+                    f"  launched but could not be stopped: {_some(ids)} (they may still run): "
+                    f"{message}"
+                )
         first = failures[0][1]
         super().__init__(
             "\n".join(lines),
@@ -98,16 +119,47 @@ class LaunchError(SenseAPIError):
             url=getattr(first, "url", ""),
         )
         self.failures = failures
+        self.not_sent = not_sent
         self.stopped = stopped
         self.not_stopped = list(not_stopped)
+        self.name = name
 
     def __str__(self) -> str:
         # The summary already names every failed request.
         return self.message
 
 
+#: How many distinct error messages, and how many ids, a LaunchError's summary shows at most.
+SHOWN = 10
+
+
+def _by_message(pairs: Iterable[tuple[object, Exception]]) -> list[tuple[str, list]]:
+    """(message, the keys that met it) for the first SHOWN distinct messages, in order."""
+    grouped: dict[str, list] = {}
+    for key, error in pairs:
+        grouped.setdefault(str(error), []).append(key)
+    return list(grouped.items())[:SHOWN]
+
+
+def _some(items: list) -> str:
+    """The first SHOWN items, and how many more there are."""
+    shown = ", ".join(str(item) for item in items[:SHOWN])
+    return shown if len(items) <= SHOWN else f"{shown} and {len(items) - SHOWN} more"
+
+
 class SenseConnectionError(SenseError, ConnectionError):
-    """The REST API could not be reached, or did not answer within the timeout."""
+    """The REST API could not be reached, or did not answer within the timeout.
+
+    Attributes
+    ----------
+    unreachable : bool
+        True when no connection could be made at all (refused, no route, the
+        proxy failed): the request never reached the API.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class InstallError(SenseError):

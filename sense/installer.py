@@ -28,7 +28,14 @@ TAIL_LINES = 20
 
 def package_args(package_name: str | Iterable[str]) -> list[str]:
     """The requirement strings of ``package_name``, each checked not to be read as a pip option."""
-    names = [package_name] if isinstance(package_name, str) else list(package_name)
+    if isinstance(package_name, str):
+        names = [package_name]
+    elif isinstance(package_name, Iterable) and not isinstance(package_name, (bytes, Mapping)):
+        names = list(package_name)
+    else:
+        raise ValueError(
+            f"install() takes a package name (a str) or a list of them, not {package_name!r}"
+        )
     if not names:
         raise ValueError("install() needs a package name")
     for name in names:
@@ -54,10 +61,16 @@ def option_args(flags: Iterable[str], arguments: Mapping[str, str]) -> list[str]
     """
     if isinstance(flags, str):
         raise ValueError(f"flags must be a list of strings, such as [{flags!r}]")
+    if not isinstance(flags, Iterable) or isinstance(flags, (bytes, Mapping)):
+        raise ValueError(f"flags must be a list of strings, such as ['U'], not {flags!r}")
+    if not isinstance(arguments, Mapping):
+        raise ValueError(
+            f"arguments must be a dict of str to str, such as {{'d': './dl'}}, not {arguments!r}"
+        )
     argv = []
     for flag in flags:
         argv.append(_option(flag, "flag"))
-    for key, value in dict(arguments).items():
+    for key, value in arguments.items():
         option = _option(key, "argument")
         if not isinstance(value, str):
             raise ValueError(f"the value of argument {key!r} must be a string, not {value!r}")
@@ -157,7 +170,7 @@ def install(
 ) -> None:
     """Install with pip into this interpreter; see :func:`sense.install`."""
     packages = package_args(package_name)
-    options = option_args(flags, arguments or {})
+    options = option_args(flags, {} if arguments is None else arguments)
     user = user_install_allowed()
     run_pip(pip_command(packages, options, user))
     make_importable(user)

@@ -1,9 +1,9 @@
-"""The HTTP layer: one shared session, a timeout on every request, errors that say what happened.
+"""The HTTP layer: sessions with retries, a timeout on every request, errors that say what happened.
 
 ``requests`` is imported at the first call, not at ``import sense``: a worker
-that only reads its environment starts as fast as bare Python.
-
-Settings (module attributes, read at every request)::
+that only reads its environment starts as fast as bare Python. The session
+and the settings belong to a :class:`sense.Client`; the module's functions
+(``sense.launchWorkers``, ...) use these module settings, read at every call::
 
     sense.rest.TIMEOUT = (5.0, 60.0)   # (connect, read) seconds
     sense.rest.RETRIES = 3             # retries of a failed connection or a 502/503/504
@@ -12,93 +12,99 @@ Settings (module attributes, read at every request)::
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode
 
-from sense import environment
+from sense import urls
 from sense.errors import SenseAPIError, SenseConnectionError
 
 log = logging.getLogger("sense")
 
-TIMEOUT: tuple[float, float] = (5.0, 60.0)
+#: (connect, read) seconds, or one number for both.
+Timeout = float | tuple[float, float]
+
+TIMEOUT: Timeout = (5.0, 60.0)
 RETRIES = 3
 BACKOFF_FACTOR = 0.25
-#: Connections kept open per host: enough for sense.THREAD_POOL_SIZE requests at once.
-POOL_SIZE = 32
 
-_session = None
-_session_lock = threading.Lock()
+#: Per-request proxies that override the environment's (HTTP_PROXY, ALL_PROXY, ...): none.
+NO_PROXY = {"http": None, "https": None, "all": None}
 
 
-def session():
-    """The ``requests.Session`` that every call of this process shares."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            _session = _new_session()
-        return _session
+def new_session(retries: int, pool_size: int):
+    """A ``requests.Session`` that retries as :func:`sense.retry.policy` says.
 
-
-def _new_session():
+    It keeps up to ``pool_size`` connections open, one for each request a
+    client sends at once.
+    """
     import requests
     from requests.adapters import HTTPAdapter
 
     from sense.retry import policy
 
-    new = requests.Session()
+    session = requests.Session()
     adapter = HTTPAdapter(
-        max_retries=policy(RETRIES, BACKOFF_FACTOR), pool_connections=4, pool_maxsize=POOL_SIZE
+        max_retries=policy(retries, BACKOFF_FACTOR),
+        pool_connections=4,
+        pool_maxsize=max(1, pool_size),
     )
-    new.mount("http://", adapter)
-    new.mount("https://", adapter)
-    new.headers["User-Agent"] = "sense-python"
-    return new
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "sense-python"
+    return session
 
 
-def _forget_session() -> None:
-    # A forked child must not share the parent's sockets, nor a lock another thread held.
-    global _session, _session_lock
-    _session = None
-    _session_lock = threading.Lock()
+def send(
+    session,
+    method: str,
+    url: str,
+    *,
+    auth: tuple[str, str],
+    timeout: Timeout,
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
+    """Send one request to the API; return the JSON answer (None for an empty one).
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_session)
-
-
-def request(method: str, url: str, *, json: Any = None) -> Any:
-    """Send one request to the API with the dashboard's credentials; return the JSON answer.
+    A request to this machine (localhost, 127.0.0.0/8, ::1) never goes
+    through a proxy, whatever the environment's proxy variables say: a
+    proxy elsewhere cannot reach this machine's loopback.
 
     Raises
     ------
     SenseAPIError
         The server answered with a status other than 2xx, or with a body that is not JSON.
     SenseConnectionError
-        The server could not be reached, or did not answer within ``TIMEOUT``.
+        The server could not be reached, or did not answer within ``timeout``.
 
     Examples
     --------
-    >>> project = request("GET", environment.project_url())  # doctest: +SKIP
+    >>> send(new_session(3, 10), "GET", url, auth=("tok", ""), timeout=(5, 60))  # doctest: +SKIP
     """
     import requests
 
-    credentials = environment.auth()
-    shown_url = _without_userinfo(url)
+    timeout = timeout_pair(timeout)
+    shown_url = urls.without_userinfo(url)
+    if params:
+        shown_url += "?" + urlencode(params, doseq=True)
     try:
-        response = session().request(
+        response = session.request(
             method,
             url,
             json=json,
-            auth=(credentials["user"], credentials["pass"]),
-            timeout=TIMEOUT,
+            params=params,
+            auth=auth,
+            timeout=timeout,
+            # A copy: requests adds the environment's settings into the dict it is given.
+            proxies=dict(NO_PROXY) if urls.is_loopback(url) else None,
         )
-    except requests.Timeout as error:
-        raise SenseConnectionError(f"{method} {shown_url}: {_timeout_reason(error)}") from error
     except requests.RequestException as error:
-        raise SenseConnectionError(f"{method} {shown_url}: could not reach the API") from error
+        raise SenseConnectionError(
+            f"{method} {shown_url}: {_connection_failure(error, url, timeout)}",
+            unreachable=_could_not_connect(error),
+        ) from error
     log.debug("%s %s -> %s", method, shown_url, response.status_code)
     if not 200 <= response.status_code < 300:
         raise SenseAPIError(
@@ -120,13 +126,35 @@ def request(method: str, url: str, *, json: Any = None) -> Any:
         ) from None
 
 
-def _timeout_reason(error: Exception) -> str:
+def timeout_pair(timeout: Timeout) -> tuple[float, float]:
+    """(connect, read) seconds of a timeout given as a pair, or as one number for both."""
+    return tuple(timeout) if isinstance(timeout, tuple) else (timeout, timeout)
+
+
+def _connection_failure(error: Exception, url: str, timeout: tuple[float, float]) -> str:
+    """What went wrong on the way to the API, in a few words."""
     import requests
 
-    connect, read = TIMEOUT
+    connect, read = timeout
     if isinstance(error, requests.ConnectTimeout):
         return f"could not connect within {connect} s"
-    return f"no answer within {read} s"
+    if isinstance(error, requests.Timeout):
+        return f"no answer within {read} s"
+    if isinstance(error, requests.exceptions.ProxyError):
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        return f"could not reach the API through the proxy {urls.without_userinfo(proxy or '')}"
+    return "could not reach the API"
+
+
+def _could_not_connect(error: Exception) -> bool:
+    """Whether no connection to the API (or to its proxy) could be made: the request never left."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError  # a refused connection is one too
+
+    if isinstance(error, (requests.ConnectTimeout, requests.exceptions.ProxyError)):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, ConnectTimeoutError)
 
 
 def _error_message(response) -> str:
@@ -147,14 +175,3 @@ def _excerpt(text: str, limit: int = 200) -> str:
     """A short, single-line rendering of a body, HTML tags taken out."""
     plain = " ".join(re.sub(r"<[^>]*>", " ", text).split())
     return plain if len(plain) <= limit else plain[: limit - 1] + "…"
-
-
-def _without_userinfo(url: str) -> str:
-    """The URL with any ``user:password@`` taken out, fit to show."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host))

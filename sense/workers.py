@@ -2,30 +2,40 @@
 
 A cluster is one master dashboard and the workers whose ``master_id`` is
 the master's id. Every check of the caller's input is made before the first
-request, so that bad input never leaves anything half done.
+request, so that bad input never leaves anything half done. Each function
+takes the :class:`sense.Client` that sends its requests.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sense import display, environment, rest
-from sense.errors import LaunchError, SenseAPIError, SenseConfigError, SenseError
+from sense import display, environment
+from sense.errors import (
+    LaunchError,
+    SenseAPIError,
+    SenseConfigError,
+    SenseConnectionError,
+    SenseError,
+)
+from sense.rest import timeout_pair
+from sense.status import ACTIVE, Status
 
-#: Statuses of a dashboard whose process has ended.
-ENDED = frozenset({"stopped", "failed"})
+if TYPE_CHECKING:
+    from sense.client import Client
+
+T = TypeVar("T")
+
 #: How often awaitWorkers asks, at the most (seconds).
 POLL_INTERVAL = 0.25
-#: How long a failed launch keeps trying to stop what it launched (seconds).
-UNDO_SECONDS = 30.0
-
-
-def dashboards_url() -> str:
-    return f"{environment.project_url()}/dashboards"
+#: How long the clean-up of a failed launch keeps trying an API that fails (seconds).
+UNDO_SECONDS = 10.0
 
 
 def dashboard(raw: dict) -> dict:
@@ -52,39 +62,127 @@ def _json_id(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+# --- running calls side by side ----------------------------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """What :func:`concurrently` made of its items."""
+
+    #: The results of the calls that succeeded, in item order.
+    results: list
+    #: (position, error) of each call that failed, in item order.
+    failures: list[tuple[int, SenseError]]
+    #: How many items were never started, because a failure stopped the rest.
+    not_started: int
+
+
 def concurrently(
     call: Callable[[Any], Any],
-    items: list,
+    items: Sequence,
     pool_size: int,
+    *,
+    stop_at_failure: bool = False,
     on_interrupt: Callable[[list], Any] | None = None,
-) -> list[tuple[Any, SenseError | None]]:
-    """``call`` on every item, at most ``pool_size`` at once; (result, error) pairs in item order.
+) -> Outcomes:
+    """``call`` on every item, at most ``pool_size`` at once.
 
-    Should the wait be interrupted (Ctrl-C in a notebook cell), the calls not
-    yet started are cancelled, the running ones are waited for, and
-    ``on_interrupt`` gets the results of those that succeeded, to undo them.
+    Calls are started one by one as others end, so that memory stays
+    bounded by the pool whatever the number of items (``items`` may be a
+    ``range`` of millions). With ``stop_at_failure``, no call starts after
+    one has failed. Should the wait be interrupted (Ctrl-C in a notebook
+    cell, or an error that is no SenseError), no more calls start, the
+    running ones are waited for, and ``on_interrupt`` gets the results of
+    those that succeeded, to undo them.
+
+    Examples
+    --------
+    >>> concurrently(lambda x: x * 10, range(3), pool_size=2).results
+    [0, 10, 20]
     """
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(pool_size, len(items)))) as pool:
-        futures = [pool.submit(call, item) for item in items]
+    pool_size = max(1, pool_size)
+    results: dict[int, Any] = {}
+    failures: dict[int, SenseError] = {}
+    started = 0
+    with ThreadPoolExecutor(max_workers=min(pool_size, max(1, len(items)))) as pool:
+        running: dict[Any, int] = {}
         try:
-            return [_outcome(future) for future in futures]
+            while True:
+                may_start = not (stop_at_failure and failures)
+                while may_start and started < len(items) and len(running) < pool_size:
+                    running[pool.submit(call, items[started])] = started
+                    started += 1
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        results[index] = future.result()
+                    except SenseError as error:
+                        failures[index] = error
         except BaseException:
-            for future in futures:
-                future.cancel()
             if on_interrupt is not None:
-                on_interrupt(
-                    [f.result() for f in futures if not f.cancelled() and f.exception() is None]
-                )
+                finished = [f.result() for f in running if f.exception() is None]
+                on_interrupt([results[i] for i in sorted(results)] + finished)
             raise
+    return Outcomes(
+        results=[results[i] for i in sorted(results)],
+        failures=sorted(failures.items()),
+        not_started=len(items) - started,
+    )
 
 
-def _outcome(future: Future) -> tuple[Any, SenseError | None]:
-    try:
-        return future.result(), None
-    except SenseError as error:
-        return None, error
+# --- listing -----------------------------------------------------------------------------
+
+
+def listing(
+    client: Client,
+    *,
+    statuses: Iterable[str] = (),
+    master_id: int | str | None = None,
+    name: str | None = None,
+    timeout: tuple[float, float] | None = None,
+) -> list[dict]:
+    """The dashboards of the project that pass every filter given.
+
+    The filters go to the server as query parameters (``status``, repeatable;
+    ``master_id``; ``name``), so that it sends only what matches, and are
+    applied here again: a server that does not know them sends everything.
+    """
+    statuses = sorted(str(status) for status in statuses)
+    params: dict[str, Any] = {"status": statuses} if statuses else {}
+    if master_id is not None:
+        params["master_id"] = str(master_id)
+    if name is not None:
+        params["name"] = name
+    answer = client.request("GET", "/dashboards", params=params, timeout=timeout)
+    return [
+        dashboard(raw)
+        for raw in answer
+        if (not statuses or raw.get("status") in statuses)
+        and (master_id is None or str(raw.get("master_id")) == str(master_id))
+        and (name is None or raw.get("name") == name)
+    ]
+
+
+def cluster(client: Client) -> list[dict]:
+    """The running dashboards of this cluster, master included; see :func:`sense.getWorkers`."""
+    master = environment.cluster_master_id()
+    return [
+        d
+        for d in listing(client, statuses=[Status.RUNNING])
+        if str(d.get("id")) == master or str(d.get("master_id")) == master
+    ]
+
+
+def master(client: Client) -> dict:
+    """The master dashboard of this cluster."""
+    master_id = environment.cluster_master_id()
+    return dashboard(client.request("GET", f"/dashboards/{master_id}"))
+
+
+# --- launching ---------------------------------------------------------------------------
 
 
 def _check_launch_args(
@@ -106,16 +204,22 @@ def _check_launch_args(
     for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValueError(f"env must map str to str: {key!r}: {value!r} does not")
+        # What no process can have in its environment (execve refuses it).
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(
+                f"env {key!r}: a variable's name must be non-empty and without '=', and "
+                "neither name nor value may hold a NUL byte"
+            )
 
 
 def launch(
+    client: Client,
     n: int,
     size: str | int,
     engine: str,
     startup_script: str,
     startup_code: str,
     env: Mapping[str, str],
-    pool_size: int,
 ) -> list[dict]:
     """Launch ``n`` workers of this master, all or none; see :func:`sense.launchWorkers`."""
     _check_launch_args(n, size, engine, startup_script, startup_code, env)
@@ -136,23 +240,33 @@ def launch(
         "env": dict(env),
         "master_id": _json_id(environment.dashboard_id()),
     }
-    url = dashboards_url()
-    environment.auth()  # missing credentials are a config error now, not n failed launches
+    # A missing address or credentials are a config error now, not n failed launches.
+    client.project_url()
+    client.getAuth()
 
     def launch_one(_: int) -> dict:
-        return dashboard(rest.request("POST", url, json=body))
+        return dashboard(client.request("POST", "/dashboards", json=body))
 
     def undo(launched: list[dict]) -> tuple[list[dict], list]:
-        return undo_launch(launch_name, launched, pool_size)
+        return undo_launch(client, launch_name, launched)
 
-    # Interrupted (Ctrl-C), the launches that went through would be given to no one: undo them.
-    outcomes = concurrently(launch_one, list(range(n)), pool_size, undo)
-    launched = [result for result, error in outcomes if error is None]
-    failures = [(index, error) for index, (_, error) in enumerate(outcomes) if error is not None]
-    if failures:
-        stopped, not_stopped = undo(launched)
-        raise LaunchError(n, failures, stopped, not_stopped)
-    return in_request_order(launched)
+    # The first failure stops the sending: the call fails anyway, and more
+    # launches past a quota would only be more to undo. Interrupted (Ctrl-C),
+    # the launches that went through would be given to no one: undo them.
+    outcomes = concurrently(
+        launch_one, range(n), client.pool_size, stop_at_failure=True, on_interrupt=undo
+    )
+    if outcomes.failures:
+        stopped, not_stopped = undo(outcomes.results)
+        raise LaunchError(
+            n,
+            outcomes.failures,
+            stopped,
+            not_stopped,
+            not_sent=outcomes.not_started,
+            name=launch_name,
+        )
+    return in_request_order(outcomes.results)
 
 
 def in_request_order(dashboards: list[dict]) -> list[dict]:
@@ -168,115 +282,127 @@ def in_request_order(dashboards: list[dict]) -> list[dict]:
     return dashboards
 
 
+class Patience:
+    """How long a clean-up keeps trying an API that fails; shared by all of its requests.
+
+    A clean-up must not give up at the first fault the way a caller's own
+    request does, nor keep waiting for an API that is gone. A request is
+    tried again until ``seconds`` have passed without any request of the
+    clean-up succeeding. Once the API is known not to answer (no connection
+    could be made, after the HTTP layer's own retries; or :meth:`give_up`),
+    every request left fails at once, unsent.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.silent: SenseConnectionError | None = None
+
+    def give_up(self) -> None:
+        """Send nothing more: the API does not answer (the error that showed it is reported)."""
+        self.silent = SenseConnectionError("not sent: the API does not answer", unreachable=True)
+
+    def attempt(self, call: Callable[[], T]) -> T:
+        """``call()``, again while the API fails and patience lasts."""
+        while True:
+            if self.silent is not None:
+                raise self.silent
+            try:
+                result = call()
+            except SenseError as error:
+                if isinstance(error, SenseAPIError) and 400 <= (error.status_code or 0) < 500:
+                    raise  # the API's answer to this request, not a fault of the API
+                if getattr(error, "unreachable", False):
+                    self.give_up()
+                    raise
+                if time.monotonic() >= self.deadline:
+                    raise
+                time.sleep(POLL_INTERVAL)
+            else:
+                self.deadline = time.monotonic() + self.seconds
+                return result
+
+
 def undo_launch(
-    launch_name: str, launched: list[dict], pool_size: int
+    client: Client, launch_name: str, launched: list[dict]
 ) -> tuple[list[dict], list[tuple[object, SenseError]]]:
     """Stop every dashboard of one launch: those whose answers came, and those whose got lost.
 
     Returns the stopped dashboards, and (id, error) for any that could not be
     stopped or, with id None, the error that kept the project from being listed.
     """
+    patience = Patience(UNDO_SECONDS)
     to_stop = {str(d["id"]) for d in launched}
     not_stopped: list[tuple[object, SenseError]] = []
+    # An API that answers lists at once: silence for longer than the patience is an
+    # answer too, and the whole launch then ends about one read timeout late, not two.
+    connect, read = timeout_pair(client.timeout)
+    listing_timeout = (connect, min(read, max(UNDO_SECONDS, connect)))
     try:
-        to_stop |= patiently(
-            lambda: {
-                str(d["id"])
-                for d in all_dashboards()
-                if d.get("name") == launch_name and d.get("status") not in ENDED
-            }
+        found = patience.attempt(
+            lambda: listing(client, statuses=ACTIVE, name=launch_name, timeout=listing_timeout)
         )
+        to_stop |= {str(d["id"]) for d in found}
     except SenseError as error:
         not_stopped.append((None, error))
+        if isinstance(error, SenseConnectionError):
+            patience.give_up()  # no answer to a listing: none to a stop either
+    ids = sorted(to_stop, key=lambda i: (len(i), i))  # numeric ids in numeric order
     outcomes = concurrently(
-        lambda dashboard_id: patiently(lambda: _stop_one(dashboard_id)), sorted(to_stop), pool_size
+        lambda dashboard_id: patience.attempt(lambda: _stop_one(client, dashboard_id)),
+        ids,
+        client.pool_size,
     )
-    stopped = [result for result, error in outcomes if error is None]
-    not_stopped += [
-        (_json_id(dashboard_id), error)
-        for dashboard_id, (_, error) in zip(sorted(to_stop), outcomes, strict=True)
-        if error is not None
-    ]
-    return stopped, not_stopped
+    not_stopped += [(_json_id(ids[index]), error) for index, error in outcomes.failures]
+    return outcomes.results, not_stopped
 
 
-def patiently(call: Callable[[], Any], seconds: float | None = None) -> Any:
-    """``call()``, tried again for up to ``seconds`` while the API is unreachable or failing.
-
-    For clean-ups, which must not give up at the first fault the way a
-    caller's own request does.
-    """
-    deadline = time.monotonic() + (UNDO_SECONDS if seconds is None else seconds)
-    while True:
-        try:
-            return call()
-        except SenseError as error:
-            client_error = (
-                isinstance(error, SenseAPIError) and 400 <= (error.status_code or 0) < 500
-            )
-            if client_error or time.monotonic() >= deadline:
-                raise
-            time.sleep(POLL_INTERVAL)
+# --- stopping and awaiting ---------------------------------------------------------------
 
 
-def _stop_one(dashboard_id: str) -> dict:
+def _stop_one(client: Client, dashboard_id: str) -> dict:
     return dashboard(
-        rest.request("PATCH", f"{dashboards_url()}/{dashboard_id}", json={"status": "stopped"})
+        client.request("PATCH", f"/dashboards/{dashboard_id}", json={"status": "stopped"})
     )
 
 
-def all_dashboards() -> list[dict]:
-    """Every dashboard of the project, whatever its status."""
-    return [dashboard(raw) for raw in rest.request("GET", dashboards_url())]
-
-
-def cluster() -> list[dict]:
-    """The running dashboards of this cluster, master included; see :func:`sense.getWorkers`."""
-    master = environment.cluster_master_id()
-    return [
-        d
-        for d in all_dashboards()
-        if d.get("status") == "running"
-        and (str(d.get("id")) == master or str(d.get("master_id")) == master)
-    ]
-
-
-def master() -> dict:
-    """The master dashboard of this cluster."""
-    master_id = environment.cluster_master_id()
-    return dashboard(rest.request("GET", f"{dashboards_url()}/{master_id}"))
-
-
-def stop(ids: Iterable[Any], pool_size: int) -> list[dict]:
+def stop(client: Client, ids: Iterable[Any]) -> list[dict]:
     """Stop the given workers, or every worker of the cluster; see :func:`sense.stopWorkers`."""
     wanted = [_id_param(value) for value in ids]
     if not wanted:
+        # Every worker that has not ended: one still starting would start, and run on, otherwise.
         master_id = environment.cluster_master_id()
-        wanted = [str(d["id"]) for d in cluster() if str(d["id"]) != master_id]
-    outcomes = concurrently(_stop_one, wanted, pool_size)
-    errors = [error for _, error in outcomes if error is not None]
-    if errors:
-        raise errors[0]
-    return [result for result, _ in outcomes]
+        wanted = [str(d["id"]) for d in listing(client, statuses=ACTIVE, master_id=master_id)]
+    outcomes = concurrently(lambda i: _stop_one(client, i), wanted, client.pool_size)
+    if outcomes.failures:
+        raise outcomes.failures[0][1]
+    return outcomes.results
 
 
-def await_(
-    ids: Iterable[Any] | None, wait_for_completion: bool, timeout_seconds: float
-) -> dict[str, list[dict]]:
-    """Wait for workers to run (or end); see :func:`sense.awaitWorkers`."""
+def _check_await_args(ids: Any, timeout_seconds: Any) -> None:
     if (
         isinstance(timeout_seconds, bool)
         or not isinstance(timeout_seconds, (int, float))
-        or (timeout_seconds < 0)
+        or not math.isfinite(timeout_seconds)
+        or timeout_seconds < 0
     ):
-        raise ValueError(f"timeout_seconds must be a number >= 0, not {timeout_seconds!r}")
+        raise ValueError(f"timeout_seconds must be a finite number >= 0, not {timeout_seconds!r}")
+    if isinstance(ids, (str, bytes, int, dict)):
+        raise ValueError(
+            f"awaitWorkers takes a list of ids or dashboards, not {ids!r}: "
+            "awaitWorkers([7]) or awaitWorkers(workers)"
+        )
+
+
+def await_(
+    client: Client, ids: Iterable[Any] | None, wait_for_completion: bool, timeout_seconds: float
+) -> dict[str, list[dict]]:
+    """Wait for workers to run (or end); see :func:`sense.awaitWorkers`."""
+    _check_await_args(ids, timeout_seconds)
+    master_id = environment.cluster_master_id()
     if ids is None:
-        master_id = environment.cluster_master_id()
-        wanted = [
-            str(d["id"])
-            for d in all_dashboards()
-            if str(d.get("master_id")) == master_id and d.get("status") not in ENDED
-        ]
+        active = listing(client, statuses=ACTIVE, master_id=master_id)
+        wanted = [str(d["id"]) for d in active]
     else:
         wanted = [_id_param(value) for value in ids]
     reached = _reached_completion if wait_for_completion else _reached_running
@@ -285,12 +411,11 @@ def await_(
     workers: dict[str, dict] = {}
     failures: dict[str, dict] = {}
     last_seen: dict[str, dict] = {}
+    pending = wanted
     try:
         while True:
-            current = {str(d["id"]): d for d in all_dashboards()}
-            for dashboard_id in wanted:
-                if dashboard_id in workers or dashboard_id in failures:
-                    continue
+            current = _poll(client, master_id, pending)
+            for dashboard_id in pending:
                 seen = current.get(
                     dashboard_id, {"id": _json_id(dashboard_id), "status": "unknown"}
                 )
@@ -313,12 +438,21 @@ def await_(
     }
 
 
+def _poll(client: Client, master_id: str, pending: list[str]) -> dict[str, dict]:
+    """The dashboards awaited, by id: from the cluster's listing, else from the project's."""
+    current = {str(d["id"]): d for d in listing(client, master_id=master_id)}
+    if all(i in current for i in pending):
+        return current
+    # An id from outside the cluster (its master, another cluster's worker, an unknown one).
+    return {str(d["id"]): d for d in listing(client)}
+
+
 def _reached_running(seen: dict) -> bool | None:
     """True once running (or ended cleanly, so it did run); False once it cannot run; else None."""
     status = seen.get("status")
-    if status in ("running", "stopped"):
+    if status in (Status.RUNNING, Status.STOPPED):
         return True
-    if status in ("failed", "unknown"):
+    if status in (Status.FAILED, "unknown"):
         return False
     return None
 
@@ -326,8 +460,8 @@ def _reached_running(seen: dict) -> bool | None:
 def _reached_completion(seen: dict) -> bool | None:
     """True once ended cleanly; False once failed; else None."""
     status = seen.get("status")
-    if status == "stopped":
+    if status == Status.STOPPED:
         return True
-    if status in ("failed", "unknown"):
+    if status in (Status.FAILED, "unknown"):
         return False
     return None

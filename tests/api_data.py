@@ -50,9 +50,13 @@ def json_response(body, status=200):
 class LaunchCounter:
     """A project's launch route: each POST gets the next id; the listing shows what launched."""
 
-    def __init__(self, first_id=10, fail_on=(), hold=None):
-        """``hold=(k, seconds)``: the k-th launch is answered ``seconds`` late (``held`` is set)."""
+    def __init__(self, first_id=10, fail_on=(), hold=None, quota=None):
+        """``hold=(k, seconds)``: the k-th launch is answered ``seconds`` late (``held`` is set).
+
+        ``quota``: launches past that many are answered 429, as a server at its quota does.
+        """
         self.hold = hold
+        self.quota = quota
         self.held = threading.Event()
         self.ids = itertools.count(first_id)
         self.arrivals = itertools.count()
@@ -69,6 +73,9 @@ class LaunchCounter:
             arrival = next(self.arrivals)
             if arrival in self.fail_on:
                 return json_response({"error": f"no room for launch {arrival}"}, status=500)
+            if self.quota is not None and len(self.launched) >= self.quota:
+                error = f"quota of {self.quota} running workers reached"
+                return json_response({"error": error}, status=429)
             dashboard_id = next(self.ids)
             self.launched.append(dashboard_id)
             dashboard = dashboard_json(dashboard_id, status="starting")

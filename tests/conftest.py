@@ -57,9 +57,6 @@ def fast_http(monkeypatch):
     monkeypatch.setattr(rest, "TIMEOUT", (1.0, 0.5))
     monkeypatch.setattr(rest, "BACKOFF_FACTOR", 0.01)
     monkeypatch.setattr(workers, "UNDO_SECONDS", 0.3)
-    rest._forget_session()  # the next request builds a session with these settings
-    yield
-    rest._forget_session()
 
 
 @pytest.fixture

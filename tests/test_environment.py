@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import sense
@@ -74,14 +76,22 @@ def test_network_info_off_a_dashboard_names_the_project_ip_and_how_to_run_locall
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SENSE_PORT1", "http"), ("SENSE_PORT1_PUBLIC", "4915x"), ("SENSE_SSH_PORT_PUBLIC", "2 2")],
+    [
+        ("SENSE_PORT1", "http"),
+        ("SENSE_PORT1_PUBLIC", "4915x"),
+        ("SENSE_SSH_PORT_PUBLIC", "2 2"),
+        # Numbers that int() would take, but that are no port, or not written as one.
+        *[("SENSE_PORT2_PUBLIC", v) for v in ("0x50", "+80", " 80", "8_0", "٨٠", "-1")],
+        *[("SENSE_PORT2", v) for v in ("0", "65536", "99999")],
+    ],
 )
-def test_a_port_that_is_not_a_number_is_named_with_its_value(clean_env, name, value):
+def test_a_port_that_is_not_decimal_from_1_to_65535_is_named_with_its_value(clean_env, name, value):
     for key, val in SEED_SPELLING.items():
         clean_env.setenv(key, val)
     clean_env.setenv(name, value)
     with pytest.raises(
-        sense.SenseConfigError, match=f"{name} should be a port number, not '{value}'"
+        sense.SenseConfigError,
+        match=f"{name} should be a port number, not {re.escape(repr(value))}",
     ):
         sense.networkInfo()
 
@@ -146,3 +156,32 @@ def test_nothing_is_sent_without_credentials(master_env, httpserver):
     with pytest.raises(sense.SenseConfigError, match="SENSE_API_TOKEN"):
         sense.launchWorkers(2)
     assert httpserver.log == []
+
+
+def test_the_highest_port_is_a_port(clean_env):
+    for key, val in SEED_SPELLING.items():
+        clean_env.setenv(key, val)
+    clean_env.setenv("SENSE_PORT1_PUBLIC", "65535")
+    assert sense.networkInfo()["public_port_mapping"][3000] == 65535
+
+
+@pytest.mark.parametrize("name", ["SENSE_API_URL", "SENSE_PROJECT_URL"])
+@pytest.mark.parametrize(
+    "value",
+    ["localhost", "127.0.0.1:8000", "ftp://x", ":99999", "http://[::1", "http://h:0", "http://:80"],
+)
+def test_a_malformed_api_address_is_a_config_error_naming_the_variable(
+    master_env, httpserver, name, value
+):
+    master_env.setenv(name, value)
+    with pytest.raises(sense.SenseConfigError, match=f"^{name} is {re.escape(repr(value))}"):
+        sense.getWorkers()
+    assert httpserver.log == []
+
+
+def test_a_malformed_api_address_is_shown_without_its_credentials(master_env):
+    master_env.setenv("SENSE_API_URL", "ftp://alice:pw-5@example.com")
+    with pytest.raises(sense.SenseConfigError) as raised:
+        sense.getWorkers()
+    assert "pw-5" not in str(raised.value)
+    assert "'ftp://example.com'" in str(raised.value)

@@ -40,9 +40,6 @@ def patient_http(monkeypatch):
     monkeypatch.setattr(rest, "TIMEOUT", (1.0, 2.0))
     monkeypatch.setattr(rest, "BACKOFF_FACTOR", 0.05)
     monkeypatch.setattr(workers, "UNDO_SECONDS", 15.0)
-    rest._forget_session()
-    yield
-    rest._forget_session()
 
 
 def live_workers(context: dict) -> set[int]:

@@ -190,3 +190,23 @@ def test_user_install_is_not_used_inside_a_virtualenv():
         pytest.skip("the test suite is not running in a virtual environment")
     assert installer.user_install_allowed() is False
     assert "--user" not in installer.pip_command(["x"], [], installer.user_install_allowed())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: sense.install(None), "a package name \\(a str\\) or a list of them, not None"),
+        (lambda: sense.install(b"six"), "a package name \\(a str\\) or a list of them, not b'six'"),
+        (lambda: sense.install([b"six"]), "must be a string, not b'six'"),
+        (lambda: sense.install("six", flags=None), "flags must be a list of strings"),
+        (lambda: sense.install("six", flags=b"U"), "flags must be a list of strings"),
+        (lambda: sense.install("six", arguments=["d"]), "arguments must be a dict"),
+    ],
+    ids=["None", "bytes", "list of bytes", "flags None", "flags bytes", "arguments list"],
+)
+def test_arguments_of_the_wrong_kind_say_what_is_expected_before_pip_runs(
+    recording_python, call, message
+):
+    with pytest.raises(ValueError, match=message):
+        call()
+    assert not recording_python.exists()

@@ -16,7 +16,7 @@ from api_data import PROJECT_PATH, TOKEN, dashboard_json
 from werkzeug import Response
 
 import sense
-from sense import rest
+from sense import client, rest
 
 DASHBOARDS = f"{PROJECT_PATH}/dashboards"
 
@@ -135,21 +135,21 @@ def test_a_post_whose_connection_dropped_after_sending_is_not_sent_again(master_
 def test_one_session_serves_every_call(master_env, httpserver):
     httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json([])
     sense.getWorkers()
-    first = rest.session()
+    first = client.default().session
     sense.getWorkers()
-    assert rest.session() is first
+    assert client.default().session is first
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_makes_its_own_session(master_env, httpserver):
     httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json([])
     sense.getWorkers()
-    parent_session = id(rest.session())
+    parent_session = client.default().session
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report whether its session is new, then leave at once
         os.close(read_end)
-        fresh = rest._session is None
+        fresh = client.default().session is not parent_session
         os.write(write_end, b"fresh" if fresh else b"shared")
         os._exit(0)
     os.close(write_end)
@@ -157,7 +157,7 @@ def test_a_forked_child_makes_its_own_session(master_env, httpserver):
     os.waitpid(pid, 0)
     os.close(read_end)
     assert answer == b"fresh"
-    assert id(rest.session()) == parent_session
+    assert client.default().session is parent_session
 
 
 def test_credentials_appear_in_no_message_and_no_log(master_env, httpserver, caplog):
@@ -179,6 +179,7 @@ def test_credentials_appear_in_no_message_and_no_log(master_env, httpserver, cap
 def test_import_sense_loads_neither_requests_nor_ipython_nor_the_server():
     code = (
         "import sys, sense\n"
+        "sense.Client('http://127.0.0.1:8000/users/a/projects/p', ('t', ''))  # nor a client\n"
         "heavy = {'requests', 'urllib3', 'IPython', 'fastapi', 'uvicorn', 'pydantic',"
         " 'starlette', 'sense.local'}\n"
         "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))\n"
@@ -196,3 +197,69 @@ def test_requests_loads_at_the_first_rest_call(master_env, httpserver):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     ).stdout
     assert output.strip() == "True"
+
+
+def test_retries_set_after_the_first_call_apply_to_the_next(
+    master_env, httpserver, fast_http, monkeypatch
+):
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json(
+        {"error": "restarting"}, status=503
+    )
+    with pytest.raises(sense.SenseAPIError):
+        sense.getWorkers()
+    assert len(httpserver.log) == rest.RETRIES + 1
+    httpserver.clear_log()
+    monkeypatch.setattr(rest, "RETRIES", 0)
+    with pytest.raises(sense.SenseAPIError):
+        sense.getWorkers()
+    assert len(httpserver.log) == 1
+
+
+# --- proxies ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def closed_port():
+    """A port of 127.0.0.1 that nothing listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        return placeholder.getsockname()[1]
+
+
+@pytest.fixture
+def proxy_env(master_env):
+    """No proxy exceptions of this machine's: what NO_PROXY would exempt must not blur a test."""
+    for name in ("NO_PROXY", "no_proxy"):
+        master_env.delenv(name, raising=False)
+    return master_env
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize(
+    "variables",
+    [("HTTP_PROXY",), ("ALL_PROXY",), ("http_proxy", "https_proxy", "all_proxy")],
+    ids=["HTTP_PROXY", "ALL_PROXY", "all of them"],
+)
+def test_a_loopback_api_is_reached_directly_whatever_proxy_the_environment_names(
+    proxy_env, httpserver, closed_port, host, variables
+):
+    # A proxy that would break every request sent through it: nothing listens there.
+    for name in variables:
+        proxy_env.setenv(name, f"http://127.0.0.1:{closed_port}")
+    proxy_env.setenv("SENSE_API_URL", f"http://{host}:{httpserver.port}")
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json(
+        [dashboard_json(3, master_id=None)]
+    )
+    assert [d["id"] for d in sense.getWorkers()] == [3]
+
+
+def test_an_error_from_a_proxy_says_so_and_names_the_proxy_without_credentials(
+    proxy_env, closed_port, fast_http
+):
+    proxy_env.setenv("SENSE_API_URL", "http://sense-api.invalid")  # not loopback: proxied
+    proxy_env.setenv("HTTP_PROXY", f"http://bob:pw-99@127.0.0.1:{closed_port}")
+    with pytest.raises(sense.SenseConnectionError) as raised:
+        sense.getWorkers()
+    message = str(raised.value)
+    assert f"could not reach the API through the proxy http://127.0.0.1:{closed_port}" in message
+    assert "pw-99" not in message and "bob" not in message
+    assert raised.value.unreachable

@@ -8,9 +8,15 @@ of every request, and what the client makes of the answers.
 from __future__ import annotations
 
 import _thread
+import math
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from api_data import (
@@ -24,7 +30,7 @@ from api_data import (
 )
 
 import sense
-from sense import workers
+from sense import rest, workers
 
 DASHBOARDS = f"{PROJECT_PATH}/dashboards"
 AUTH = {"Authorization": BASIC_AUTH}
@@ -114,7 +120,7 @@ def test_results_keep_the_order_of_the_calls_whatever_order_they_finish_in():
         return item * 10
 
     outcomes = workers.concurrently(slow_for_early_items, [0, 1, 2, 3, 4], pool_size=5)
-    assert outcomes == [(0, None), (10, None), (20, None), (30, None), (40, None)]
+    assert outcomes.results == [0, 10, 20, 30, 40]
 
 
 def test_thread_pool_size_bounds_the_requests_in_flight(master_env, httpserver, monkeypatch):
@@ -277,17 +283,17 @@ def test_stop_workers_takes_dashboards_as_well_as_ids(master_env, httpserver):
 
 def test_stop_workers_without_ids_keeps_the_master(master_env, httpserver):
     httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json(project_dashboards())
-    httpserver.expect_request(
-        f"{DASHBOARDS}/8", method="PATCH", json={"status": "stopped"}
-    ).respond_with_handler(stop_handler)
-    httpserver.expect_request(
-        f"{DASHBOARDS}/10", method="PATCH", json={"status": "stopped"}
-    ).respond_with_handler(stop_handler)
+    for worker in (8, 9, 10):
+        httpserver.expect_request(
+            f"{DASHBOARDS}/{worker}", method="PATCH", json={"status": "stopped"}
+        ).respond_with_handler(stop_handler)
     stopped = sense.stopWorkers()
-    assert [d["id"] for d in stopped] == [8, 10]
+    # Every worker of this cluster that has not ended, the one still starting (9) included.
+    assert [d["id"] for d in stopped] == [8, 9, 10]
     assert sorted(p for _, p, _ in sent(httpserver, "PATCH")) == [
         f"{DASHBOARDS}/10",
         f"{DASHBOARDS}/8",
+        f"{DASHBOARDS}/9",
     ]
 
 
@@ -420,3 +426,218 @@ def test_a_failed_launch_that_cannot_list_the_project_says_so(master_env, httpse
     ((unknown, error),) = raised.value.not_stopped
     assert unknown is None and error.status_code == 500
     assert "could not check for launches whose answers were lost" in str(raised.value)
+
+
+# --- right after a launch -----------------------------------------------------------------
+
+
+def test_stop_workers_right_after_a_launch_stops_the_workers_still_starting(master_env, httpserver):
+    counter = LaunchCounter()
+    counter.serve(httpserver, stops=True)
+    launched = sense.launchWorkers(2)
+    assert [w["status"] for w in launched] == ["starting", "starting"]
+
+    stopped = sense.stopWorkers()
+
+    assert [d["id"] for d in stopped] == [10, 11]
+    assert sorted(p for _, p, _ in sent(httpserver, "PATCH")) == [
+        f"{DASHBOARDS}/10",
+        f"{DASHBOARDS}/11",
+    ]
+
+
+# --- list filters -------------------------------------------------------------------------
+
+
+def queries(httpserver):
+    """The query parameters of each GET of the dashboard list, in order."""
+    return [
+        request.args.to_dict(flat=False)
+        for request, _ in httpserver.log
+        if request.method == "GET" and request.path == DASHBOARDS
+    ]
+
+
+ACTIVE_OF_THIS_CLUSTER = {"status": ["running", "starting"], "master_id": [str(MASTER_ID)]}
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (sense.getWorkers, [{"status": ["running"]}]),
+        (sense.stopWorkers, [ACTIVE_OF_THIS_CLUSTER]),
+        (
+            lambda: sense.awaitWorkers(timeout_seconds=0),
+            [ACTIVE_OF_THIS_CLUSTER, {"master_id": [str(MASTER_ID)]}],
+        ),
+        (lambda: sense.awaitWorkers([8, 10], timeout_seconds=0), [{"master_id": [str(MASTER_ID)]}]),
+    ],
+    ids=["getWorkers", "stopWorkers", "awaitWorkers()", "awaitWorkers(ids)"],
+)
+def test_list_calls_ask_the_server_only_for_the_dashboards_they_need(
+    master_env, httpserver, call, expected
+):
+    # The stand-in ignores the filters and sends the whole project, as an older server
+    # would: the client applies them too (other clusters, ended workers stay out).
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json(project_dashboards())
+    httpserver.expect_request(
+        re.compile(rf"{DASHBOARDS}/\d+"), method="PATCH"
+    ).respond_with_handler(stop_handler)
+    call()
+    assert queries(httpserver) == expected
+
+
+def test_await_workers_finds_dashboards_outside_the_clusters_list(master_env, httpserver):
+    # The master itself is nobody's worker: the project's whole list is asked for it.
+    httpserver.expect_request(DASHBOARDS, method="GET").respond_with_json(project_dashboards())
+    result = sense.awaitWorkers([MASTER_ID, 8], timeout_seconds=0)
+    assert [w["id"] for w in result["workers"]] == [MASTER_ID, 8]
+    assert queries(httpserver) == [{"master_id": [str(MASTER_ID)]}, {}]
+
+
+def test_the_clean_up_of_a_failed_launch_looks_for_its_launches_by_name(master_env, httpserver):
+    counter = LaunchCounter(fail_on={1})
+    counter.serve(httpserver, stops=True)
+    with pytest.raises(sense.LaunchError):
+        sense.launchWorkers(2)
+    (name,) = {body["name"] for body in counter.bodies}
+    assert queries(httpserver) == [{"status": ["running", "starting"], "name": [name]}]
+
+
+# --- huge and over-quota launches ---------------------------------------------------------
+
+
+def test_past_the_quota_the_first_429_stops_the_sending_and_the_error_sums_up(
+    master_env, httpserver
+):
+    counter = LaunchCounter(quota=5)
+    counter.serve(httpserver, stops=True)
+
+    with pytest.raises(sense.LaunchError) as raised:
+        sense.launchWorkers(1000)
+
+    posts = len(sent(httpserver, "POST"))
+    assert posts <= 5 + sense.THREAD_POOL_SIZE  # the quota, and those already on their way
+    error = raised.value
+    assert error.status_code == 429
+    assert error.not_sent == 1000 - posts
+    assert sorted(d["id"] for d in error.stopped) == counter.launched == [10, 11, 12, 13, 14]
+    message = str(error)
+    assert message.startswith(
+        f"{len(error.failures)} of 1000 worker launches failed; {error.not_sent} were not sent"
+    )
+    assert message.count("quota of 5 running workers reached") == 1  # once, however many met it
+    assert len(message.splitlines()) == 3  # the counts, the error, the workers stopped again
+
+
+def test_two_million_launches_past_the_quota_take_memory_bounded_by_the_pool(
+    master_env, httpserver
+):
+    LaunchCounter(quota=5).serve(httpserver, stops=True)
+    # In a process of its own, with its address space capped: a client that made a
+    # future per launch up front (gigabytes) fails there at once, not on the machine.
+    code = (
+        "import resource, sense\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "try:\n"
+        "    sense.launchWorkers(2_000_000)\n"
+        "except sense.LaunchError as error:\n"
+        "    print(error.not_sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    not_sent, peak_kib = map(int, result.stdout.split())
+    assert not_sent >= 2_000_000 - 5 - sense.THREAD_POOL_SIZE
+    assert peak_kib < 200 * 1024  # the interpreter, requests and a pool's worth of launches
+
+
+# --- a dead or silent API -----------------------------------------------------------------
+
+
+@pytest.fixture
+def dying_api(master_env):
+    """An API that answers 15 launches, then dies; this process is its master dashboard 3."""
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("dying_api.py")), "15"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(process.stdout.readline())
+    master_env.setenv("SENSE_API_URL", f"http://127.0.0.1:{port}")
+    yield process
+    process.kill()
+    process.wait()
+    process.stdout.close()
+
+
+def test_when_the_server_dies_during_a_launch_the_clean_up_gives_up_and_names_what_may_run(
+    dying_api, monkeypatch
+):
+    monkeypatch.setattr(rest, "BACKOFF_FACTOR", 0.01)
+    monkeypatch.setattr(workers, "UNDO_SECONDS", 30.0)
+    started = time.monotonic()
+    with pytest.raises(sense.LaunchError) as raised:
+        sense.launchWorkers(100)
+    elapsed = time.monotonic() - started
+
+    error = raised.value
+    assert dying_api.wait(timeout=10) == 0
+    may_run = sorted(i for i, _ in error.not_stopped if i is not None)
+    assert may_run == list(range(10, 25))  # the 15 launched, whose stops could not be sent
+    assert error.stopped == []
+    message = str(error)
+    assert "could not be stopped: 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 and 5 more" in message
+    assert "may still run" in message
+    assert "the API does not answer" in message
+    # Once nothing answers, the clean-up stops trying: not 30 s for each wave of stops.
+    assert elapsed < workers.UNDO_SECONDS / 2
+
+
+def test_against_a_server_that_never_answers_a_launch_fails_within_about_one_read_timeout(
+    master_env, monkeypatch
+):
+    monkeypatch.setattr(rest, "TIMEOUT", (0.5, 3.0))
+    monkeypatch.setattr(workers, "UNDO_SECONDS", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        master_env.setenv("SENSE_API_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(sense.LaunchError) as raised:
+            sense.launchWorkers(2)
+        elapsed = time.monotonic() - started
+    assert all("no answer within 3.0 s" in str(e) for _, e in raised.value.failures)
+    # The clean-up asks once more for the launches whose answers were lost, but does not
+    # wait a second read timeout for an API that just let one pass.
+    assert elapsed < 1.5 * rest.TIMEOUT[1]
+    assert "could not check for launches whose answers were lost" in str(raised.value)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"A": "x\0y"}, {"A\0B": "x"}, {"": "x"}, {"A=B": "x"}],
+    ids=["NUL in a value", "NUL in a name", "empty name", "= in a name"],
+)
+def test_an_env_no_process_could_have_is_refused_before_anything_is_sent(
+    master_env, httpserver, env
+):
+    with pytest.raises(ValueError, match="NUL byte"):
+        sense.launchWorkers(1, env=env)
+    assert httpserver.log == []
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, -math.inf])
+def test_await_workers_refuses_a_timeout_that_is_not_finite(master_env, httpserver, timeout):
+    with pytest.raises(ValueError, match="timeout_seconds must be a finite number"):
+        sense.awaitWorkers([8], timeout_seconds=timeout)
+    assert httpserver.log == []
+
+
+@pytest.mark.parametrize("ids", ["8", "12", 8, True, dashboard_json(8), b"8"])
+def test_await_workers_refuses_a_single_id_or_dashboard_for_its_list(master_env, httpserver, ids):
+    with pytest.raises(ValueError, match=r"awaitWorkers takes a list of ids or dashboards"):
+        sense.awaitWorkers(ids)
+    assert httpserver.log == []
