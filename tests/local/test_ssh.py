@@ -12,10 +12,11 @@ import shutil
 import socket
 import stat
 import subprocess
+from pathlib import Path
 
 import psutil
 import pytest
-from conftest import engine_processes, read_exports, sense_command, wait_for
+from conftest import read_exports, sense_command, wait_for
 from legacy_client import load_published_client
 from needs import require
 from test_local_abuse import listening_addresses
@@ -129,24 +130,22 @@ def master_ssh(server: LocalServer, tmp_path, *options: str) -> Ssh:
     return Ssh(env["SENSE_SSH_PORT_PUBLIC"], env["SENSE_SSH_PASSWORD"], known_hosts, *options)
 
 
-def password_of(dashboard_id: int, under) -> str:
-    """The SSH password in the environment of dashboard ``dashboard_id``'s running process."""
+def worker_ssh(server, api, tmp_path, startup_code="", **launch) -> tuple[dict, Ssh]:
+    """A worker, and OpenSSH logging in to it with the password it finds in its environment.
 
-    def found():
-        for process in engine_processes(under):
-            environ = process.environ()
-            if environ.get("SENSE_DASHBOARD_ID") == str(dashboard_id):
-                return environ["SENSE_SSH_PASSWORD"]
-        return None
-
-    found.__name__ = f"the process of dashboard {dashboard_id}"
-    return wait_for(found)
-
-
-def worker_ssh(server, api, tmp_path, **launch) -> tuple[dict, Ssh]:
-    worker = api.launch(**launch)
+    The worker hands its password over in a file, as its own code could (the environment of
+    a forked process, as the system shows it, is the prestarted engine's).
+    """
+    hand_over = (
+        "import os\n"
+        "with open('password-' + os.environ['SENSE_DASHBOARD_ID'], 'w') as file:\n"
+        "    file.write(os.environ['SENSE_SSH_PASSWORD'])\n"
+    )
+    idle = "import time\nwhile True:\n    time.sleep(60)\n"
+    worker = api.launch(startup_code=hand_over + (startup_code or idle), **launch)
     api.wait_status(worker["id"], "running")
-    password = password_of(worker["id"], tmp_path)
+    handed_over = Path(server.project_dir) / f"password-{worker['id']}"
+    password = wait_for(lambda: handed_over.exists() and handed_over.read_text())
     return worker, Ssh(ssh_port(server), password, tmp_path / "known_hosts")
 
 
