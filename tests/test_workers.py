@@ -550,7 +550,9 @@ def test_two_million_launches_past_the_quota_take_memory_bounded_by_the_pool(
     assert result.returncode == 0, result.stderr[-2000:]
     not_sent, peak_kib = map(int, result.stdout.split())
     assert not_sent >= 2_000_000 - 5 - sense.THREAD_POOL_SIZE
-    assert peak_kib < 200 * 1024  # the interpreter, requests and a pool's worth of launches
+    # The interpreter, requests and a pool's worth of launches: 30 MiB alone, up to about
+    # 200 MiB under coverage in a full run. A future per launch would be gigabytes.
+    assert peak_kib < 512 * 1024
 
 
 # --- a dead or silent API -----------------------------------------------------------------
