@@ -109,6 +109,7 @@ class LocalServer:
                 return LocalProcessSupervisor(
                     info.directory,
                     self.state.log_path,
+                    self.state.code_path,
                     on_running,
                     on_exit,
                     grace=DEFAULT_GRACE if grace is None else grace,

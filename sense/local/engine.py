@@ -16,20 +16,27 @@ server holds for the dashboard's whole life. Over it the engine
    file means the server is gone (even by SIGKILL): the engine then kills
    its whole process group, so that no worker outlives its server.
 
-The job runs as ``__main__`` in this process, with the project directory
-(the working directory) first on ``sys.path``. The process ends when the job
+The job runs in this process as Python would run it: startup code as
+``python -c CODE`` (its own ``__main__`` module, ``sys.argv == ["-c"]``), a
+script as ``python SCRIPT`` (``__file__``, its directory first on
+``sys.path``), with the project directory (the working directory) on
+``sys.path`` too. The process ends when the job
 ends: exit status 0, the job's own ``SystemExit`` status, or 1 after an
 uncaught exception (its traceback goes to the log). Without a job it idles
 until stopped. SIGTERM becomes ``SystemExit(143)`` so that ``finally``
 blocks and ``atexit`` handlers of the job still run when it is stopped.
 """
 
+import builtins
+import importlib.machinery
+import io
 import json
 import os
 import signal
 import socket
 import sys
 import threading
+import types
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 
@@ -47,18 +54,11 @@ def _terminate(signum, frame):
 
 def _run_job(job):
     """Run the job as ``__main__``; return the exit status."""
-    import runpy
-
     try:
         if "code" in job:
-            sys.argv = ["-c"]
-            code = compile(job["code"], "<startup_code>", "exec")
-            exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+            _run_code(job["code"], job.get("file"))
         elif "script" in job:
-            sys.argv = [job["script"], *job.get("argv", [])]
-            # As `python SCRIPT` would, so that modules beside the script import too.
-            sys.path.insert(1, os.path.dirname(os.path.abspath(job["script"])))
-            runpy.run_path(job["script"], run_name="__main__")
+            _run_script(job["script"], job.get("argv", []))
         else:
             while True:
                 signal.pause()
@@ -67,10 +67,70 @@ def _run_job(job):
     except BaseException as error:
         import traceback  # only when needed: it costs every worker's start-up 4 ms
 
-        # Leave out this engine's own frame: the user's code is what matters.
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        # Leave out this engine's own frames: the user's code is what matters.
+        traceback.print_exception(type(error), error, _user_frames(error.__traceback__))
         return 128 + signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
     return 0
+
+
+def _run_code(source, saved_at):
+    """Run ``source`` as ``python -c SOURCE`` would.
+
+    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines) and
+    ``sys.argv`` is ``["-c"]``. ``saved_at``, the same code in a file, is the module's
+    ``__file__`` for multiprocessing alone (see :func:`_code_module`).
+    """
+    sys.argv = ["-c"]
+    code = compile(source, "<startup_code>", "exec")
+    main = _code_module(saved_at)
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _code_module(saved_at):
+    """An empty ``__main__`` whose globals hold no ``__file__``, as under ``python -c``.
+
+    The module object answers ``__file__`` all the same: multiprocessing's
+    spawn and forkserver methods read it to re-create ``__main__`` in their
+    processes, so that functions the code defines reach a ``Pool`` there.
+    """
+
+    class CodeModule(types.ModuleType):
+        __file__ = property(lambda module: saved_at)
+
+    main = CodeModule("__main__")
+    main.__builtins__ = builtins
+    return main
+
+
+def _run_script(path, argv):
+    """Run the script at ``path`` as ``python PATH ARGV...`` would.
+
+    ``sys.argv[0]`` is the path as given, ``__file__`` the absolute path, and
+    the script's directory comes first on ``sys.path`` (the project directory
+    stays next, as the README promises).
+    """
+    sys.argv = [path, *argv]
+    absolute = os.path.abspath(path)
+    sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+    with io.open_code(absolute) as file:
+        code = compile(file.read(), absolute, "exec")
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=absolute,
+        __cached__=None,
+        __builtins__=builtins,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", absolute),
+    )
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _user_frames(trace):
+    """The traceback from the first frame that is not this engine's."""
+    while trace is not None and trace.tb_frame.f_code.co_filename == __file__:
+        trace = trace.tb_next
+    return trace
 
 
 def _exit_status(code):

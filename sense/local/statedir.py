@@ -36,10 +36,12 @@ class StateDir:
         self.project_dir = Path(project_dir).resolve()
         self.path = self.project_dir / DIRECTORY
         self.log_dir = self.path / "logs"
+        self.code_dir = self.path / "code"
         self.db_path = self.path / "sense.db"
         self.server_file = self.path / "server.json"
         self._lock_fd: int | None = None
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.code_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.path, 0o700)
         ignore = self.path / ".gitignore"
         if not ignore.exists():
@@ -49,6 +51,10 @@ class StateDir:
     def log_path(self, dashboard_id: int) -> Path:
         """Where dashboard ``dashboard_id`` writes its output."""
         return self.log_dir / f"{dashboard_id}.log"
+
+    def code_path(self, dashboard_id: int) -> Path:
+        """Where dashboard ``dashboard_id``'s startup code is saved while it runs."""
+        return self.code_dir / f"{dashboard_id}.py"
 
     def token(self) -> str:
         """The project's API token: read from ``token``, or made and saved with mode 0600."""

@@ -10,6 +10,7 @@ Example
 >>> events = []
 >>> sup = LocalProcessSupervisor(                          # doctest: +SKIP
 ...     "/tmp/project", lambda id: f"/tmp/project/.sense/logs/{id}.log",
+...     lambda id: f"/tmp/project/.sense/code/{id}.py",
 ...     on_running=lambda id: events.append(("running", id)),
 ...     on_exit=lambda id, code, stopped: events.append(("exit", id, code)))
 >>> handle = sup.launch(1, Job(code="print('hi')", env=dict(os.environ)))  # doctest: +SKIP
@@ -48,10 +49,10 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
     console: bool = False
 
-    def message(self) -> bytes:
-        """The job as the engine reads it: one JSON line."""
+    def message(self, code_file: str = "") -> bytes:
+        """The job as the engine reads it: one JSON line (``code_file`` holds the code too)."""
         if self.code:
-            job = {"code": self.code}
+            job = {"code": self.code, "file": code_file}
         elif self.script:
             job = {"script": self.script, "argv": self.argv}
         else:
@@ -123,6 +124,9 @@ class LocalProcessSupervisor(Supervisor):
         The working directory of every job.
     log_path : callable(dashboard_id) -> path
         Where each dashboard's output goes.
+    code_path : callable(dashboard_id) -> path
+        Where a dashboard's startup code is saved while it runs (see engine.py: the
+        processes that multiprocessing spawns read it there).
     grace : float
         Seconds between SIGTERM and SIGKILL when stopping.
     python : str
@@ -133,6 +137,7 @@ class LocalProcessSupervisor(Supervisor):
         self,
         project_dir,
         log_path: Callable[[int], Path],
+        code_path: Callable[[int], Path],
         on_running: Callable[[int], None],
         on_exit: Callable[[int, int, bool], None],
         *,
@@ -142,12 +147,15 @@ class LocalProcessSupervisor(Supervisor):
         super().__init__(on_running, on_exit)
         self.project_dir = str(project_dir)
         self.log_path = log_path
+        self.code_path = code_path
         self.grace = grace
         self.python = python
         self._processes: dict[int, _Process] = {}
         self._lock = threading.Lock()
 
     def launch(self, dashboard_id: int, job: Job) -> dict:
+        if job.code:
+            _write_new(self.code_path(dashboard_id), job.code.encode())
         ours, theirs = socket.socketpair()
         with open(self.log_path(dashboard_id), "ab") as log:
             if job.console:
@@ -187,12 +195,13 @@ class LocalProcessSupervisor(Supervisor):
             if process.channel.recv(1) == b"R":
                 # Recorded before the job starts, so the job sees itself running.
                 self.on_running(dashboard_id)
-                process.channel.sendall(process.job.message())
+                process.channel.sendall(process.job.message(str(self.code_path(dashboard_id))))
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
         code = process.popen.wait()
         # Whatever the job left behind in its group ends with it.
         _signal_group(process.popen, signal.SIGKILL)
+        Path(self.code_path(dashboard_id)).unlink(missing_ok=True)
         try:
             self.on_exit(dashboard_id, code, process.stopped)
         finally:
@@ -242,6 +251,14 @@ class LocalProcessSupervisor(Supervisor):
             thread.start()
         for thread in stoppers:
             thread.join()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file at ``path``, readable by its owner only, never via a link."""
+    Path(path).unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 def _signal_group(popen: subprocess.Popen, signum: int) -> None:

@@ -83,6 +83,76 @@ def test_sys_exit_ends_the_worker_as_it_ends_python(api, code, status, exit_code
     assert api.logs(worker["id"]) == logged
 
 
+#: What a module can tell of how Python runs it, as JSON.
+MAIN_FACTS = """
+import json, os, pickle, sys
+
+class Point:
+    pass
+
+print(json.dumps({
+    "name": __name__,
+    "argv": sys.argv,
+    "main_is_this_module": vars(sys.modules["__main__"]) is globals(),
+    "file": globals().get("__file__"),
+    "spec": repr(globals().get("__spec__")),
+    "path0": sys.path[0] and os.path.realpath(sys.path[0]),
+    "pickled": type(pickle.loads(pickle.dumps(Point()))).__name__,
+}))
+"""
+
+
+def facts_of_python(*args: str, cwd) -> dict:
+    """:data:`MAIN_FACTS` as ``python ARGS`` reports them."""
+    run = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_startup_code_runs_as_python_c_runs_it(api, project_dir):
+    worker = api.launch(startup_code=MAIN_FACTS)
+    api.wait_status(worker["id"], "stopped")
+    seen = json.loads(api.logs(worker["id"]))
+    expected = facts_of_python("-c", MAIN_FACTS, cwd=project_dir)
+    # `python -c` puts "" (the working directory) first on sys.path; the engine puts the
+    # project directory, the same place as a path that does not change with os.chdir.
+    assert expected.pop("path0") == "" and seen.pop("path0") == str(project_dir)
+    assert seen == expected
+    assert seen["argv"] == ["-c"] and seen["file"] is None and seen["main_is_this_module"]
+
+
+def test_a_startup_script_runs_as_python_script_runs_it(api, project_dir):
+    (project_dir / "tools").mkdir()
+    (project_dir / "tools" / "facts.py").write_text(MAIN_FACTS)
+    worker = api.launch(startup_script="tools/facts.py")
+    api.wait_status(worker["id"], "stopped")
+    seen = json.loads(api.logs(worker["id"]))
+    assert seen == facts_of_python("tools/facts.py", cwd=project_dir)
+    assert seen["argv"] == ["tools/facts.py"]
+    assert seen["file"] == str(project_dir / "tools" / "facts.py")
+    assert seen["path0"] == str(project_dir / "tools")
+
+
+def test_functions_of_startup_code_reach_a_spawned_process_pool(api):
+    code = (
+        "import multiprocessing\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    spawn = multiprocessing.get_context('spawn')\n"
+        "    with spawn.Pool(2) as pool:\n"
+        "        print(pool.map_async(square, [1, 2, 3]).get(timeout=20))\n"
+        "    with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
+        "        print(list(executor.map(square, [4], timeout=20)))\n"
+    )
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed", timeout=40)
+    log = api.logs(worker["id"])
+    assert ended["status"] == "stopped", log
+    assert log.split("\n")[:2] == ["[1, 4, 9]", "[16]"]
+
+
 def test_a_worker_without_code_idles_until_it_is_stopped(api):
     worker = api.launch()
     api.wait_status(worker["id"], "running")
