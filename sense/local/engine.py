@@ -20,8 +20,8 @@ The job runs in this process as Python would run it: startup code as
 ``python -c CODE`` (its own ``__main__`` module, ``sys.argv == ["-c"]``), a
 script as ``python SCRIPT`` (``__file__``, its directory first on
 ``sys.path``), with the project directory (the working directory) on
-``sys.path`` too. The process ends when the job
-ends: exit status 0, the job's own ``SystemExit`` status, or 1 after an
+``sys.path`` too. The process ends when the job ends, and as Python would
+end it: exit status 0, the job's own ``SystemExit`` status, or 1 after an
 uncaught exception (its traceback goes to the log). Without a job it idles
 until stopped. SIGTERM becomes ``SystemExit(143)`` so that ``finally``
 blocks and ``atexit`` handlers of the job still run when it is stopped.
@@ -53,24 +53,14 @@ def _terminate(signum, frame):
 
 
 def _run_job(job):
-    """Run the job as ``__main__``; return the exit status."""
-    try:
-        if "code" in job:
-            _run_code(job["code"], job.get("file"))
-        elif "script" in job:
-            _run_script(job["script"], job.get("argv", []))
-        else:
-            while True:
-                signal.pause()
-    except SystemExit as stop:
-        return _exit_status(stop.code)
-    except BaseException as error:
-        import traceback  # only when needed: it costs every worker's start-up 4 ms
-
-        # Leave out this engine's own frames: the user's code is what matters.
-        traceback.print_exception(type(error), error, _user_frames(error.__traceback__))
-        return 128 + signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
-    return 0
+    """Run the job as ``__main__``; its ``SystemExit`` or error ends this process as in Python."""
+    if "code" in job:
+        _run_code(job["code"], job.get("file"))
+    elif "script" in job:
+        _run_script(job["script"], job.get("argv", []))
+    else:
+        while True:
+            signal.pause()
 
 
 def _run_code(source, saved_at):
@@ -126,21 +116,12 @@ def _run_script(path, argv):
     exec(code, main.__dict__)
 
 
-def _user_frames(trace):
-    """The traceback from the first frame that is not this engine's."""
+def _report_uncaught(kind, error, trace):
+    """Python's own report of an uncaught exception, without this engine's frames."""
     while trace is not None and trace.tb_frame.f_code.co_filename == __file__:
         trace = trace.tb_next
-    return trace
-
-
-def _exit_status(code):
-    """The process exit status that ``sys.exit(code)`` would give."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+    # Python shows the traceback the exception carries, whatever the argument says.
+    sys.__excepthook__(kind, error.with_traceback(trace), trace)
 
 
 def main(argv):
@@ -160,7 +141,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    status = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(status)
+    # Python itself ends the process after the job, as after `python -c`: it reports an
+    # uncaught exception (exit status 1), prints a sys.exit() message, and flushes the
+    # standard streams only if the job left them open.
+    sys.excepthook = _report_uncaught
+    sys.exit(main(sys.argv))

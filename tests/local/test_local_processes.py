@@ -153,6 +153,26 @@ def test_functions_of_startup_code_reach_a_spawned_process_pool(api):
     assert log.split("\n")[:2] == ["[1, 4, 9]", "[16]"]
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys; sys.stdout.close()",
+        "import sys; sys.stderr.close()",
+        "import sys; sys.stdout.close(); sys.stderr.close()",
+        "import sys; sys.stdout = sys.stderr = None",
+        "import sys; sys.stderr.close(); sys.exit('a message nobody can read')",
+        "import sys; sys.stderr.close(); raise ValueError('unseen')",
+    ],
+    ids=["stdout", "stderr", "both", "none", "exit-message", "exception"],
+)
+def test_a_worker_that_closes_its_standard_streams_ends_as_python_c_ends(api, code):
+    expected = subprocess.run([sys.executable, "-c", code], capture_output=True).returncode
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed")
+    assert ended["exit_code"] == expected
+    assert ended["status"] == ("stopped" if expected == 0 else "failed")
+
+
 def test_a_worker_without_code_idles_until_it_is_stopped(api):
     worker = api.launch()
     api.wait_status(worker["id"], "running")
