@@ -7,27 +7,50 @@ The supervisor starts it by file path with the server's Python::
 so that neither ``sense`` nor anything of the server stack is imported: a
 worker starts about as fast as bare Python. Standard library only.
 
+Two processes: the guardian and the job
+---------------------------------------
+Once it has its job, the engine forks. The child runs the job; the parent,
+the *guardian*, stays small and answers the server whatever the job does (it
+may ignore SIGTERM, hold the GIL, or end by ``os._exit``). On Linux the
+guardian is a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every
+process the job starts stays below it, whatever session or process group it
+moves to, since orphans come back to the guardian instead of to init. When
+the job has ended, the guardian kills every process still below it, reaps
+them, and only then exits, with the job's exit status: nothing started by a
+dashboard outlives it. Outside Linux, the process group is what the guardian
+and the server can reach.
+
+Not covered: a SIGKILL of the guardian itself. The job dies with it
+(``PR_SET_PDEATHSIG``) and the server kills the process group, but a
+process of the job that left the group lives on.
+
+The channel
+-----------
 File descriptor ``--fd`` is this end of a socket pair whose other end the
 server holds for the dashboard's whole life. Over it the engine
 
 1. says ``R`` (ready), then reads one JSON line: the job
-   (``{"code": ...}``, ``{"script": ..., "argv": [...]}`` or ``{}`` to idle);
-2. watches it until end of file. The server never writes again, so end of
-   file means the server is gone (even by SIGKILL): the engine then kills
-   its whole process group, so that no worker outlives its server.
+   (``{"code": ..., "file": ...}``, ``{"script": ..., "argv": [...]}`` or
+   ``{}`` to idle);
+2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
+   or ``kill`` (SIGKILL to every one). End of file means the server is gone
+   (even by SIGKILL): every process of the job is killed.
 
-The job runs in this process as Python would run it: startup code as
-``python -c CODE`` (its own ``__main__`` module, ``sys.argv == ["-c"]``), a
-script as ``python SCRIPT`` (``__file__``, its directory first on
-``sys.path``), with the project directory (the working directory) on
-``sys.path`` too. The process ends when the job ends, and as Python would
-end it: exit status 0, the job's own ``SystemExit`` status, or 1 after an
-uncaught exception (its traceback goes to the log). Without a job it idles
-until stopped. SIGTERM becomes ``SystemExit(143)`` so that ``finally``
-blocks and ``atexit`` handlers of the job still run when it is stopped.
+The job
+-------
+It runs as Python would run it: startup code as ``python -c CODE`` (its
+own ``__main__`` module, ``sys.argv == ["-c"]``), a script as ``python
+SCRIPT`` (``__file__``, its directory first on ``sys.path``), with the
+project directory (the working directory) on ``sys.path`` too. It ends as
+Python would end it: exit status 0, the job's own ``SystemExit`` status, or
+1 after an uncaught exception (its traceback goes to the log). Without a
+job it idles until stopped. SIGTERM becomes ``SystemExit(143)`` so that
+``finally`` blocks and ``atexit`` handlers of the job still run when it is
+stopped.
 """
 
 import builtins
+import contextlib
 import importlib.machinery
 import io
 import json
@@ -39,13 +62,146 @@ import threading
 import types
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
+#: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
+JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+ORDERS = {b"stop\n": signal.SIGTERM, b"kill\n": signal.SIGKILL}
+#: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
+LINUX = sys.platform.startswith("linux")
+# prctl(2) options, from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
-def _kill_group_at_eof(channel):
-    """Block until the server's end closes, then end this process group."""
-    while channel.read(1):
-        pass
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+def main(argv):
+    fd = int(argv[argv.index("--fd") + 1])
+    signal.signal(signal.SIGTERM, _terminate)
+    sock = socket.socket(fileno=fd)
+    channel = sock.makefile("rb")
+    sock.sendall(b"R")
+    line = channel.readline()
+    if not line:
+        return 1  # the server went away before handing over the job
+    job = json.loads(line)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    guardian = os.getpid()
+    # Blocked across the fork: a stop or a Ctrl-C waits until each process is ready for it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
+    job_pid = os.fork()
+    if job_pid == 0:
+        channel.close()
+        sock.close()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != guardian:
+            return 1  # the guardian is gone already: so is the dashboard
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+        # The project directory replaces this file's directory as the first import path.
+        sys.path[0] = os.getcwd()
+        _run_job(job)
+        return 0
+    for signum in JOB_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+    threading.Thread(target=_obey, args=(channel,), daemon=True).start()
+    status = _reap_until(job_pid)
+    _end_descendants()
+    _exit_as(status)
+
+
+# -- the guardian --------------------------------------------------------------------------------
+
+
+def _prctl(option, value):
+    """Set a process attribute of Linux's prctl(2); nothing elsewhere."""
+    if LINUX:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _obey(channel):
+    """Carry out the server's orders until it is gone; then kill every process of the job."""
+    for order in channel:
+        if order in ORDERS:
+            _signal_descendants(ORDERS[order])
+    _signal_descendants(signal.SIGKILL)
+
+
+def _reap_until(job_pid):
+    """Reap children until the job's process ends; its wait status.
+
+    Orphans of the job come back to the guardian: reaping them as they end
+    leaves no zombie behind while the job runs.
+    """
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == job_pid:
+            return status
+
+
+def _end_descendants():
+    """SIGKILL every process below this one, and reap them, until none is left.
+
+    A process may start another just before it is killed; that one comes back
+    to the guardian when its parent dies, and the next round finds it.
+    Outside Linux the server kills the process group once the guardian is gone.
+    """
+    while LINUX:
+        _signal_descendants(signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _signal_descendants(signum):
+    """Send ``signum`` to every process below this one (outside Linux: to the process group)."""
+    if not LINUX:
+        os.killpg(os.getpgrp(), signum)  # the guardian included, unless it ignores signum
+        return
+    for pid in _descendants():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _descendants():
+    """The pids of every process below this one, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                # The command name may hold spaces and parentheses: count fields after its end.
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    found, below = [], [os.getpid()]
+    while below:
+        for child in children.get(below.pop(), ()):
+            found.append(child)
+            below.append(child)
+    return found
+
+
+def _exit_as(status):
+    """End this process as the job's ended: the same exit status, or the same signal."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        os._exit(code)
+    signum = -code
+    import resource
+
+    # Die of the job's signal, without a core dump of the guardian's own.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    if signum != signal.SIGKILL:  # the one signal that has no handler to reset
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default is not to end the process
+
+
+# -- the job -------------------------------------------------------------------------------------
 
 
 def _terminate(signum, frame):
@@ -122,22 +278,6 @@ def _report_uncaught(kind, error, trace):
         trace = trace.tb_next
     # Python shows the traceback the exception carries, whatever the argument says.
     sys.__excepthook__(kind, error.with_traceback(trace), trace)
-
-
-def main(argv):
-    fd = int(argv[argv.index("--fd") + 1])
-    signal.signal(signal.SIGTERM, _terminate)
-    sock = socket.socket(fileno=fd)
-    channel = sock.makefile("rb")
-    sock.sendall(b"R")
-    line = channel.readline()
-    if not line:
-        return 1  # the server went away before handing over the job
-    job = json.loads(line)
-    threading.Thread(target=_kill_group_at_eof, args=(channel,), daemon=True).start()
-    # The project directory replaces this file's directory as the first import path.
-    sys.path[0] = os.getcwd()
-    return _run_job(job)
 
 
 if __name__ == "__main__":

@@ -112,11 +112,15 @@ class _Process:
     channel: socket.socket
     job: Job
     stopped: bool = False
+    #: Whether the engine has its job (or an idle one, when a stop came first).
+    handed_over: bool = False
+    #: Taken to write to ``channel``: the job goes first, then orders.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     ended: threading.Event = field(default_factory=threading.Event)
 
 
 class LocalProcessSupervisor(Supervisor):
-    """Each dashboard is a process group on this machine running ``engine.py``.
+    """Each dashboard is ``engine.py`` on this machine, in a process group of its own, and its job.
 
     Parameters
     ----------
@@ -170,7 +174,7 @@ class LocalProcessSupervisor(Supervisor):
                     stdout=output,
                     stderr=None if job.console else subprocess.STDOUT,
                     pass_fds=(theirs.fileno(),),
-                    # Its own process group, so that stopping it reaches everything it started.
+                    # Its own process group: Ctrl-C (interrupt) reaches the job and what it started.
                     start_new_session=True,
                 )
             except BaseException:
@@ -193,13 +197,18 @@ class LocalProcessSupervisor(Supervisor):
     def _watch(self, dashboard_id: int, process: _Process) -> None:
         try:
             if process.channel.recv(1) == b"R":
-                # Recorded before the job starts, so the job sees itself running.
-                self.on_running(dashboard_id)
-                process.channel.sendall(process.job.message(str(self.code_path(dashboard_id))))
+                with process.lock:
+                    if not process.handed_over:
+                        # Recorded before the job starts, so the job sees itself running.
+                        self.on_running(dashboard_id)
+                        code_file = str(self.code_path(dashboard_id))
+                        process.channel.sendall(process.job.message(code_file))
+                        process.handed_over = True
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
         code = process.popen.wait()
-        # Whatever the job left behind in its group ends with it.
+        # The engine ends every process of its job before it exits (see engine.py); if it
+        # was killed from outside, what is left of its process group ends here.
         _signal_group(process.popen, signal.SIGKILL)
         Path(self.code_path(dashboard_id)).unlink(missing_ok=True)
         try:
@@ -213,10 +222,14 @@ class LocalProcessSupervisor(Supervisor):
         if process is None or process.ended.is_set():
             return
         process.stopped = True
-        _signal_group(process.popen, signal.SIGTERM)
+        # The engine signals every process of the job, in whatever group or session.
+        _order(process, b"stop\n")
         if not process.ended.wait(self.grace):
-            _signal_group(process.popen, signal.SIGKILL)
-            process.ended.wait(self.grace)
+            _order(process, b"kill\n")
+            if not process.ended.wait(self.grace):
+                # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
+                _signal_group(process.popen, signal.SIGKILL)
+                process.ended.wait(self.grace)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         process = self._processes.get(dashboard_id)
@@ -251,6 +264,17 @@ class LocalProcessSupervisor(Supervisor):
             thread.start()
         for thread in stoppers:
             thread.join()
+
+
+def _order(process: _Process, order: bytes) -> None:
+    """Send the engine an order (see engine.py); an idle job first if it has none yet."""
+    with process.lock:
+        if not process.handed_over:
+            # A stop before the job was handed over: none of the job's code ever runs.
+            order = Job().message() + order
+            process.handed_over = True
+        with contextlib.suppress(OSError):  # the engine is gone: it is ending, or has ended
+            process.channel.sendall(order)
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -38,6 +38,8 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
 def engine_processes(under: Path) -> list[psutil.Process]:
     """The processes running the worker engine in a project under ``under``.
 
+    Two for each dashboard: the engine, and the job it forked.
+
     Matched by working directory, not by parentage: a worker whose server was
     killed belongs to init, and other sessions on this machine run workers too.
     """

@@ -90,7 +90,8 @@ def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(proj
     run = sense_command("run", "job.py", cwd=project_dir)
     assert run.stdout.readline().strip() == "ready"
     tree = psutil.Process(run.pid).children(recursive=True)
-    assert len(tree) == 4  # the master script and three workers
+    # The master script and three workers: each an engine and the job it forked.
+    assert len(tree) == 8
     run.kill()
     run.wait()
     run.stdout.close()

@@ -22,12 +22,16 @@ IDLE = ""  # a dashboard without startup code idles until it is stopped
 
 
 def dashboard_process(under, dashboard_id: int) -> psutil.Process:
-    """The engine process of one dashboard, found by the id in its environment."""
+    """The engine process of one dashboard (which this test's server started), found by the id
+    in its environment."""
 
     def found():
         for process in engine_processes(under):
             try:
-                if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
+                if (
+                    process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id)
+                    and process.ppid() == os.getpid()
+                ):
                     return process
             except psutil.Error:
                 continue
@@ -37,10 +41,14 @@ def dashboard_process(under, dashboard_id: int) -> psutil.Process:
     return wait_for(found)
 
 
-def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(api, tmp_path):
+@pytest.mark.parametrize("which", ["job", "engine"])
+def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(api, tmp_path, which):
     worker = api.launch(startup_code=IDLE)
     api.wait_status(worker["id"], "running")
-    dashboard_process(tmp_path, worker["id"]).send_signal(signal.SIGKILL)
+    engine = dashboard_process(tmp_path, worker["id"])
+    # The job is the process that runs the worker's code; the engine forked it and watches it.
+    [job] = wait_for(engine.children)
+    (job if which == "job" else engine).send_signal(signal.SIGKILL)
     failed = api.wait_status(worker["id"], "failed")
     assert failed["exit_code"] == -signal.SIGKILL
     assert failed["stopped_at"].endswith("Z")
@@ -81,7 +89,8 @@ def test_a_restart_after_sigkill_of_the_server_recovers_the_history(project_dir,
             ).json()["id"]
             for _ in range(2)
         ]
-        wait_for(lambda: len(engine_processes(tmp_path)) == 2)
+        # Two dashboards: each an engine and the job it forked.
+        wait_for(lambda: len(engine_processes(tmp_path)) == 4)
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
