@@ -98,7 +98,11 @@ class LocalProject:
         self.store = store
         self.max_workers = default_quota() if max_workers is None else max_workers
         self.supervisor = supervisor_factory(self._on_running, self._on_exit)
+        #: Held to create a dashboard, so that a stop sees it and its launch together.
         self._lock = threading.Lock()
+        #: Dashboards stored but not yet handed to the supervisor: set once they are.
+        self._launching: dict[int, threading.Event] = {}
+        self._closed = False
         self._end_leftovers()
 
     # -- reading -------------------------------------------------------------------------------
@@ -153,6 +157,7 @@ class LocalProject:
     def launch(self, request: LaunchRequest) -> dict:
         """Start a dashboard as the API's ``POST`` asks; a worker when ``master_id`` is given."""
         with self._lock:
+            self._check_open()
             if request.master_id is not None:
                 self._check_master(request.master_id)
             running = len(self.store.select(kind="api", status=ACTIVE))
@@ -169,13 +174,17 @@ class LocalProject:
 
     def run_master(self, script: str, argv: list[str]) -> dict:
         """Run ``script`` as a master dashboard that shares this process's console."""
-        row = self._new_row("console", {"name": os.path.basename(script), "startup_script": script})
+        with self._lock:
+            self._check_open()
+            fields = {"name": os.path.basename(script), "startup_script": script}
+            row = self._new_row("console", fields)
         return self.public(self._start(row, Job(script=script, argv=argv, console=True)))
 
     def attach_master(self) -> dict:
         """Make this very process a master dashboard; returns it. Its environment is
         :meth:`environment` of it."""
-        row = self._new_row("attached", {"name": "local master"})
+        row = self.store.insert(status="starting", kind="attached", name="local master")
+        row = self._give_address(row)
         row = self.store.update(
             row["id"], status="running", started_at=now(), handle={"pid": os.getpid()}
         )
@@ -191,8 +200,21 @@ class LocalProject:
                 "launches workers"
             )
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Conflict("the server is stopping: it launches nothing more")
+
     def _new_row(self, kind: str, fields: dict) -> dict:
+        """Store a dashboard to launch; the caller holds the lock and then calls :meth:`_start`.
+
+        Until :meth:`_start` has handed it to the supervisor, a stop waits for it (see
+        :meth:`stop`): a stop at any moment of a launch ends the process it starts.
+        """
         row = self.store.insert(status="starting", kind=kind, **fields)
+        self._launching[row["id"]] = threading.Event()
+        return self._give_address(row)
+
+    def _give_address(self, row: dict) -> dict:
         port = _free_port()
         return self.store.update(
             row["id"],
@@ -201,18 +223,28 @@ class LocalProject:
         )
 
     def _start(self, row: dict, job: Job) -> dict:
-        job.env = self.environment(row)
         try:
+            job.env = self.environment(row)
             handle = self.supervisor.launch(row["id"], job)
         except OSError as error:
             self.store.update(row["id"], status="failed", stopped_at=now())
             raise ProjectError(f"dashboard {row['id']} could not start: {error}") from error
+        finally:
+            with self._lock:
+                self._launching.pop(row["id"]).set()
         return self.store.update(row["id"], handle=handle)
 
     # -- stopping ------------------------------------------------------------------------------
 
     def stop(self, dashboard_id: int) -> dict:
-        """Stop a dashboard (and, if it is a master, its workers); stopping an ended one is fine."""
+        """Stop a dashboard (and, if it is a master, its workers); stopping an ended one is fine.
+
+        Returns once its process has ended, and only then records it ended.
+        """
+        with self._lock:
+            launch = self._launching.get(dashboard_id)
+        if launch is not None:
+            launch.wait()  # the supervisor knows it once this is set: it can stop it
         row = self.get(dashboard_id)
         if row["kind"] == "attached" and row["status"] in ACTIVE:
             raise Conflict(
@@ -230,6 +262,11 @@ class LocalProject:
 
     def shutdown(self) -> None:
         """Stop every dashboard; the attached master, if any, is marked stopped."""
+        with self._lock:
+            self._closed = True  # what launches now is refused; what is launching, awaited
+            launches = list(self._launching.values())
+        for launch in launches:
+            launch.wait()
         self.supervisor.shutdown()
         for row in self.store.select(status=ACTIVE):
             self.store.update(row["id"], only_if_status=ACTIVE, status="stopped", stopped_at=now())
@@ -251,13 +288,16 @@ class LocalProject:
 
     def _on_exit(self, dashboard_id: int, exit_code: int, stopped: bool) -> None:
         status = "stopped" if stopped or exit_code == 0 else "failed"
-        row = self.store.update(
-            dashboard_id,
-            only_if_status=ACTIVE,
-            status=status,
-            exit_code=exit_code,
-            stopped_at=now(),
-        )
+        # Under the lock: a worker launch under this master is stored either before (and
+        # stopped below) or after (and refused: the master is not running).
+        with self._lock:
+            row = self.store.update(
+                dashboard_id,
+                only_if_status=ACTIVE,
+                status=status,
+                exit_code=exit_code,
+                stopped_at=now(),
+            )
         if row is not None and row["exit_code"] is None:
             self.store.update(dashboard_id, exit_code=exit_code)
         if row is not None and row["master_id"] is None:

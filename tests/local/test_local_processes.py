@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,11 +10,12 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
-from conftest import Api, read_exports, sense_command, wait_for
+from conftest import Api, engine_processes, read_exports, sense_command, wait_for
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -295,6 +297,36 @@ def test_stopping_a_master_stops_its_workers(api):
     api("PATCH", f"/dashboards/{master['id']}", json={"status": "stopped"})
     for worker in workers:
         api.wait_status(worker["id"], "stopped")
+
+
+def test_a_stop_that_lands_while_a_dashboard_launches_ends_it_before_answering(api, tmp_path):
+    """A stop aimed at the next id, sent over and over, meets each launch wherever it is."""
+    for _ in range(20):
+        next_id = max(d["id"] for d in api("GET", "/dashboards").json()) + 1
+        answers = []
+
+        def stop_as_soon_as_it_exists(dashboard_id=next_id, answers=answers):
+            while not answers or answers[-1].status_code == 404:
+                answers.append(api("PUT", f"/dashboards/{dashboard_id}/stop"))
+
+        stopper = threading.Thread(target=stop_as_soon_as_it_exists)
+        stopper.start()
+        api.launch()
+        stopper.join(30)
+        assert answers[-1].json()["status"] == "stopped"
+        # Both calls have answered, the stop once the dashboard had ended: nothing of it runs.
+        assert dashboard_processes(tmp_path, next_id) == []
+        assert api.get(next_id)["status"] == "stopped"
+
+
+def dashboard_processes(under, dashboard_id: int) -> list[psutil.Process]:
+    """The engine processes of one dashboard, found by the id in their environment."""
+    found = []
+    for process in engine_processes(under):
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
+                found.append(process)
+    return found
 
 
 def test_stopping_the_server_stops_every_dashboard(project_dir):
