@@ -291,10 +291,18 @@ def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
     if project_dir is None and url and token:
         return url, (token, "")
     directory = Path(project_dir if project_dir is not None else os.getcwd())
-    record = StateDir(directory).read_server_file() if (directory / DIRECTORY).is_dir() else {}
+    # Only look: a command that asks a server creates nothing, least of all a token.
+    state = StateDir(directory, create=False) if (directory / DIRECTORY).is_dir() else None
+    record = state.read_server_file() if state is not None else {}
     if not record:
         raise SenseError(
             f"no local Sense server is running for {directory.resolve()} "
             "(start one with `sense server` or `sense run SCRIPT`)"
         )
-    return record["project_url"], (StateDir(directory).token(), "")
+    token = state.read_token()
+    if token is None:
+        raise SenseError(
+            f"{state.token_file} is missing or empty: the server of {directory.resolve()} "
+            "cannot be asked without it (restart it with `sense server`)"
+        )
+    return record["project_url"], (token, "")

@@ -10,7 +10,8 @@ Example
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+
+from sense.local.statedir import open_no_link
 
 POLL_SECONDS = 0.1
 
@@ -68,7 +69,7 @@ class LogFollower:
     def _copy(self, dashboard: dict) -> None:
         dashboard_id = dashboard["id"]
         try:
-            with open(Path(self.log_path(dashboard_id)), "rb") as log:
+            with open_no_link(self.log_path(dashboard_id)) as log:
                 log.seek(self._offsets.get(dashboard_id, 0))
                 data = log.read()
         except FileNotFoundError:

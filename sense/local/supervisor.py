@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sense.local.statedir import create_new, open_no_link
+
 ENGINE = str(Path(__file__).with_name("engine.py"))
 DEFAULT_GRACE = 3.0
 
@@ -159,9 +161,11 @@ class LocalProcessSupervisor(Supervisor):
 
     def launch(self, dashboard_id: int, job: Job) -> dict:
         if job.code:
-            _write_new(self.code_path(dashboard_id), job.code.encode())
+            path = self.code_path(dashboard_id)
+            Path(path).unlink(missing_ok=True)
+            create_new(path, job.code.encode())
         ours, theirs = socket.socketpair()
-        with open(self.log_path(dashboard_id), "ab") as log:
+        with open_no_link(self.log_path(dashboard_id), "ab") as log:
             if job.console:
                 log.write(b"(this dashboard's output goes to the console of `sense run`)\n")
             output = None if job.console else log
@@ -244,7 +248,8 @@ class LocalProcessSupervisor(Supervisor):
 
     def logs(self, dashboard_id: int) -> str:
         try:
-            return Path(self.log_path(dashboard_id)).read_text(errors="replace")
+            with open_no_link(self.log_path(dashboard_id)) as log:
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -275,14 +280,6 @@ def _order(process: _Process, order: bytes) -> None:
             process.handed_over = True
         with contextlib.suppress(OSError):  # the engine is gone: it is ending, or has ended
             process.channel.sendall(order)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file at ``path``, readable by its owner only, never via a link."""
-    Path(path).unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
 
 
 def _signal_group(popen: subprocess.Popen, signum: int) -> None:

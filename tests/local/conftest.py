@@ -35,6 +35,15 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
+def require(condition: bool, reason: str) -> None:
+    """Skip the test unless ``condition``; with ``SENSE_REQUIRE_ALL_TESTS=1`` (CI), fail instead."""
+    if condition:
+        return
+    if os.environ.get("SENSE_REQUIRE_ALL_TESTS") == "1":
+        pytest.fail(f"required, but cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def engine_processes(under: Path) -> list[psutil.Process]:
     """The processes running the worker engine in a project under ``under``.
 
