@@ -266,7 +266,10 @@ def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
 
     project_url, auth = _find_server(args.project_dir)
     try:
-        answer = requests.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
+        with requests.Session() as session:
+            # The server is on this machine: no proxy of the environment may stand between.
+            session.trust_env = False
+            answer = session.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
     except requests.ConnectionError:
         raise SenseError(f"no local Sense server answers at {project_url}") from None
     if ok and not answer.ok:

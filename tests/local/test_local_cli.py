@@ -8,7 +8,7 @@ import signal
 import psutil
 import pytest
 import requests
-from conftest import sense_command, wait_for
+from conftest import read_exports, sense_command, wait_for
 
 from sense.local.cli import main
 
@@ -142,6 +142,37 @@ def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
     assert server.returncode == 0
     output = sense_command("ps", cwd=project_dir).communicate(timeout=30)[0]
     assert "no local Sense server" in output
+
+
+#: Proxy variables aimed at a port where nothing listens: a request sent through them fails.
+DEAD_PROXY = {
+    name: "http://127.0.0.1:9"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+} | {"NO_PROXY": "", "no_proxy": ""}
+
+
+def test_ps_logs_stop_reach_the_local_server_past_proxy_variables(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        exports = dict(read_exports(server))
+        worker = requests.post(
+            exports["SENSE_PROJECT_URL"] + "/dashboards",
+            json={"master_id": exports["SENSE_DASHBOARD_ID"], "code": "print(42)"},
+            auth=(exports["SENSE_API_TOKEN"], ""),
+            timeout=10,
+        ).json()["id"]
+
+        def cli(*args):
+            run = sense_command(*args, cwd=project_dir, env=DEAD_PROXY)
+            return run.communicate(timeout=30)[0], run.returncode
+
+        wait_for(lambda: cli("logs", str(worker)) == ("42\n", 0))
+        output, returncode = cli("ps", "--all")
+        assert returncode == 0 and f"{worker}  stopped" in output
+        assert cli("stop", str(worker)) == (f"{worker}: stopped\n", 0)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_ps_without_a_server_says_how_to_start_one(tmp_path):
