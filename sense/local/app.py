@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -34,6 +34,7 @@ from sense.local.models import (
     Error,
     LaunchRequest,
     Project,
+    Status,
     StopRequest,
 )
 from sense.local.project import LocalProject, ProjectError
@@ -190,9 +191,25 @@ def get_project(project: ThisProject):
 
 @projects.get("/dashboards", response_model=list[Dashboard])
 @projects.get("/dashboards/", response_model=list[Dashboard], include_in_schema=False)
-def list_dashboards(project: ThisProject):
-    """Every dashboard of the project, whatever its status, oldest first."""
-    return project.dashboards()
+def list_dashboards(
+    project: ThisProject,
+    status: Annotated[
+        list[Status] | None,
+        Query(description="Only dashboards with this status; repeat it for any of several."),
+    ] = None,
+    master_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only the workers of this master.")
+    ] = None,
+    name: Annotated[str | None, Query(description="Only dashboards of this name.")] = None,
+):
+    """The project's dashboards, oldest first: every one, or those that match every filter given.
+
+    ``?status=starting&status=running&master_id=3`` lists the workers of master 3 that have
+    not ended.
+    """
+    return project.dashboards(
+        status=tuple(status) if status else None, master_id=master_id, name=name
+    )
 
 
 def _body(json_schema: dict, form_schema: dict, *, required: bool) -> dict:

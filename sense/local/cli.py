@@ -217,10 +217,12 @@ class _signals:
 # -- ps, logs, stop: a client of a running server -----------------------------------------------
 
 
+#: The listing's filter for dashboards that have not ended.
+_ACTIVE = {"status": ["starting", "running"]}
+
+
 def _ps(args) -> int:
-    dashboards = _request(args, "GET", "/dashboards").json()
-    if not args.all:
-        dashboards = [d for d in dashboards if d["status"] in ("starting", "running")]
+    dashboards = _request(args, "GET", "/dashboards", params=None if args.all else _ACTIVE).json()
     print(f"{'ID':>4}  {'STATUS':<9} {'MASTER':>6}  {'PROJECT IP':<15} {'EXIT':>4}  NAME")
     for d in dashboards:
         master = "" if d["master_id"] is None else d["master_id"]
@@ -240,8 +242,7 @@ def _logs(args) -> int:
 def _stop(args) -> int:
     ids = args.ids
     if not ids:
-        dashboards = _request(args, "GET", "/dashboards").json()
-        active = [d for d in dashboards if d["status"] in ("starting", "running")]
+        active = _request(args, "GET", "/dashboards", params=_ACTIVE).json()
         # Workers first: stopping the master of `sense run` ends the run, server and all.
         active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
         ids = [d["id"] for d in active]

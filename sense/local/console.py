@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from sense.local.statedir import open_no_link
+from sense.local.store import ACTIVE
 
 POLL_SECONDS = 0.1
 
@@ -40,6 +41,10 @@ class LogFollower:
         self._offsets: dict[int, int] = {}
         self._partial: dict[int, bytes] = {}
         self._names: dict[int, str] = {}
+        #: The dashboards followed: those that have not ended, as of the last poll.
+        self._following: dict[int, dict] = {}
+        #: The newest dashboard seen: any later one is new, even if it has ended already.
+        self._newest = after
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sense-log-follower", daemon=True)
 
@@ -51,20 +56,38 @@ class LogFollower:
         self._stopping.set()
         self._thread.join()
         self.poll()
-        for dashboard_id, rest in sorted(self._partial.items()):
-            if rest:
-                self._print(dashboard_id, rest)
-        self._partial.clear()
+        for dashboard_id in sorted(self._partial):
+            self._print_rest(dashboard_id)
+
+    def _print_rest(self, dashboard_id: int) -> None:
+        """Print the unfinished last line of a dashboard that has ended, if any."""
+        rest = self._partial.pop(dashboard_id, b"")
+        if rest:
+            self._print(dashboard_id, rest)
 
     def _run(self) -> None:
         while not self._stopping.wait(POLL_SECONDS):
             self.poll()
 
     def poll(self) -> None:
-        """Copy the lines written since the last poll."""
-        for dashboard in self.project.dashboards():
-            if dashboard["id"] > self.after:
-                self._copy(dashboard)
+        """Copy the lines written since the last poll by the dashboards that run or just ended.
+
+        Two small listings, not the project's history: the dashboards that have not
+        ended, and those newer than the last poll (a short job may have ended already).
+        """
+        active = self.project.dashboards(status=ACTIVE, after=self.after)
+        new = self.project.dashboards(after=self._newest)
+        for dashboard in active + new:
+            self._following[dashboard["id"]] = dashboard
+            self._newest = max(self._newest, dashboard["id"])
+        still_active = {d["id"] for d in active + new if d["status"] in ACTIVE}
+        for dashboard_id, dashboard in sorted(self._following.items()):
+            # An ended dashboard's log is complete: this copy holds its last words.
+            self._copy(dashboard)
+            if dashboard_id not in still_active:
+                del self._following[dashboard_id]
+                self._print_rest(dashboard_id)
+                self._offsets.pop(dashboard_id, None)
 
     def _copy(self, dashboard: dict) -> None:
         dashboard_id = dashboard["id"]

@@ -123,8 +123,10 @@ class LocalProject:
             raise NotFound(f"no dashboard {dashboard_id} in project {self.info.project_id}")
         return row
 
-    def dashboards(self) -> list[dict]:
-        return [self.public(row) for row in self.store.select()]
+    def dashboards(self, *, status=None, master_id=None, name=None, after=None) -> list[dict]:
+        """The dashboards matching every filter given (a tuple: any of), oldest first."""
+        rows = self.store.select(status=status, master_id=master_id, name=name, after=after)
+        return [self.public(row) for row in rows]
 
     def dashboard(self, dashboard_id: int) -> dict:
         return self.public(self.get(dashboard_id))

@@ -75,6 +75,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        # What the listings filter on (the log follower of `sense run` asks ten times a second).
+        self._db.execute("CREATE INDEX IF NOT EXISTS dashboards_by_status ON dashboards (status)")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS dashboards_by_master ON dashboards (master_id)"
+        )
         self._as_json = _json_select(self._db)
 
     def close(self) -> None:
@@ -122,15 +127,29 @@ class Store:
         with self._lock:
             return self._get(dashboard_id)
 
-    def select(self, *, status=None, master_id=None, kind=None) -> list[dict]:
-        """The dashboards matching every condition given (a tuple means any of), oldest first."""
+    def select(
+        self, *, status=None, master_id=None, kind=None, name=None, after: int | None = None
+    ) -> list[dict]:
+        """The dashboards matching every condition given, oldest first.
+
+        A tuple means any of its values; ``after`` keeps the ids greater than it.
+        """
         conditions, values = [], []
-        for column, wanted in (("status", status), ("master_id", master_id), ("kind", kind)):
+        wanted_columns = (
+            ("status", status),
+            ("master_id", master_id),
+            ("kind", kind),
+            ("name", name),
+        )
+        for column, wanted in wanted_columns:
             if wanted is None:
                 continue
             wanted = wanted if isinstance(wanted, tuple) else (wanted,)
             conditions.append(f"{column} IN ({', '.join('?' for _ in wanted)})")
             values += list(wanted)
+        if after is not None:
+            conditions.append("id > ?")
+            values.append(after)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
             if self._as_json is not None:

@@ -55,6 +55,51 @@ def test_dashboards_are_listed_with_or_without_a_trailing_slash(api, server):
     assert [d["id"] for d in plain] == [server.master["id"]]
 
 
+def test_dashboards_are_filtered_by_status_master_and_name_all_at_once(api, server):
+    master = server.master["id"]
+    other = api.launch(master_id=None, name="other")["id"]
+    api.wait_status(other, "running")
+    idle = api.launch(name="idle")["id"]
+    done = api.launch(name="done", startup_code="pass")["id"]
+    theirs = api.launch(master_id=other, name="idle")["id"]
+    api.wait_status(done, "stopped")
+    for dashboard_id in (idle, theirs):
+        api.wait_status(dashboard_id, "running")
+
+    def ids(**query):
+        answer = api("GET", "/dashboards", params=query)
+        assert answer.status_code == 200, answer.text
+        return [d["id"] for d in answer.json()]
+
+    assert ids() == [master, other, idle, done, theirs]
+    assert ids(status="stopped") == [done]
+    assert ids(status=["stopped", "running"]) == [master, other, idle, done, theirs]
+    assert ids(master_id=master) == [idle, done]
+    assert ids(name="idle") == [idle, theirs]
+    assert ids(name="idle", master_id=other) == [theirs]
+    assert ids(name="idle", status="stopped") == []
+    assert ids(status="running", master_id=master, name="idle") == [idle]
+    assert ids(master_id=999) == []
+    for dashboard_id in (other, idle):
+        api("PUT", f"/dashboards/{dashboard_id}/stop")
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"status": "sleeping"}, "status"),
+        ({"status": ["running", "done"]}, "status"),
+        ({"master_id": "three"}, "master_id"),
+        ({"master_id": "0"}, "master_id"),
+    ],
+    ids=["status", "one-status-of-two", "master-id", "master-id-0"],
+)
+def test_a_bad_filter_is_refused_naming_the_parameter(api, query, named):
+    answer = api("GET", "/dashboards", params=query)
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(named)
+
+
 def test_a_launch_answers_201_with_a_dashboard_shaped_as_the_spec_says(api, server):
     worker = api.launch(startup_code="pass", env={"ROLE": "worker"}, size=2)
     assert worker["status"] == "starting"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import shlex
 import signal
 
 import psutil
 import pytest
 import requests
-from conftest import read_exports, sense_command, wait_for
+from conftest import Api, read_exports, sense_command, wait_for
 
+from sense.local import LocalServer
 from sense.local.cli import main
+from sense.local.console import LogFollower
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,6 +100,41 @@ def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(proj
     run.stdout.close()
     _, alive = psutil.wait_procs(tree, timeout=5)
     assert not alive, f"left running: {alive}"
+
+
+class CountingProject:
+    """A real project that notes how many dashboards each listing returned."""
+
+    def __init__(self, project) -> None:
+        self.project = project
+        self.listed: list[int] = []
+
+    def dashboards(self, **filters):
+        found = self.project.dashboards(**filters)
+        self.listed.append(len(found))
+        return found
+
+
+def test_the_log_follower_lists_only_what_runs_or_just_ended(project_dir):
+    with LocalServer(project_dir, grace=1.0) as server:
+        for _ in range(100):  # a long history, of no interest to this run
+            server.project.store.insert(status="stopped", kind="api")
+        server.attach(set_environ=False)
+        api = Api(server)
+        project = CountingProject(server.project)
+        out = io.StringIO()
+        follower = LogFollower(project, server.state.log_path, out, after=server.master["id"])
+        quick = api.launch(startup_code="print('bye', end='')")["id"]
+        api.wait_status(quick, "stopped")  # it ends before the follower first looks
+        idle = api.launch(startup_code="print('hello')\nimport time\ntime.sleep(60)")["id"]
+        wait_for(lambda: "hello" in api.logs(idle))
+        follower.poll()
+        follower.poll()
+        api("PUT", f"/dashboards/{idle}/stop")
+        follower.poll()
+        follower.poll()
+        assert max(project.listed) <= 2
+        assert out.getvalue().splitlines() == [f"[worker {quick}] bye", f"[worker {idle}] hello"]
 
 
 def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
