@@ -50,6 +50,9 @@ class LocalServer:
         4 per CPU and at least 8).
     grace : float, optional
         Seconds between SIGTERM and SIGKILL when a dashboard is stopped.
+    log_cap : int, optional
+        Bytes a dashboard's log holds before it is set aside as ``<id>.log.1`` and starts
+        anew (default 100 MiB).
     username, password : str, optional
         Credentials accepted besides the token.
 
@@ -77,6 +80,7 @@ class LocalServer:
         port=0,
         max_workers=None,
         grace=None,
+        log_cap=None,
         username=None,
         password=None,
     ) -> None:
@@ -86,7 +90,11 @@ class LocalServer:
         from sense.local.server import ServerThread, bind
         from sense.local.statedir import StateDir
         from sense.local.store import Store
-        from sense.local.supervisor import DEFAULT_GRACE, LocalProcessSupervisor
+        from sense.local.supervisor import (
+            DEFAULT_GRACE,
+            DEFAULT_LOG_CAP,
+            LocalProcessSupervisor,
+        )
 
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()
@@ -114,6 +122,7 @@ class LocalServer:
                     on_running,
                     on_exit,
                     grace=DEFAULT_GRACE if grace is None else grace,
+                    log_cap=DEFAULT_LOG_CAP if log_cap is None else log_cap,
                 )
 
             self._store = Store(self.state.db_path)

@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +40,8 @@ from sense.local.models import (
 from sense.local.project import LocalProject, ProjectError
 
 MAX_BODY = 1024 * 1024
+#: The header that tells a log's size.
+LOG_SIZE = "X-Log-Size"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429)}
 
@@ -113,6 +115,19 @@ class BasicAuth(HTTPBasic):
 require_auth = BasicAuth(description="The API token as user and an empty password.")
 
 
+def known_query(request: Request) -> None:
+    """A 422 for a query parameter the route does not take: a misspelt filter must not be
+    silently ignored (``?stauts=running`` would list everything)."""
+    route = request.scope.get("route")
+    known = {param.alias for param in route.dependant.query_params} if route else set()
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        taken = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            422, f"{', '.join(map(repr, unknown))}: not a query parameter here (it takes: {taken})"
+        )
+
+
 def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
     """The project named in the path; 404 for any other (another owner's included)."""
     project: LocalProject = request.app.state.project
@@ -170,7 +185,7 @@ def get_health() -> dict:
 
 projects = APIRouter(
     prefix="/users/{owner_id}/projects/{project_id}",
-    dependencies=[Depends(require_auth)],
+    dependencies=[Depends(require_auth), Depends(known_query)],
     responses=_ERRORS,
     tags=["project"],
 )
@@ -287,11 +302,39 @@ def list_workers(dashboard_id: DashboardId, project: ThisProject):
 @projects.get(
     "/dashboards/{dashboard_id}/logs",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "headers": {
+                LOG_SIZE: {
+                    "description": "The log's size in bytes when it was read: the offset "
+                    "from which to ask for what comes next.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    },
 )
-def get_logs(dashboard_id: DashboardId, project: ThisProject) -> Response:
-    """The dashboard's output so far, as text."""
-    return PlainTextResponse(project.logs(dashboard_id))
+def get_logs(
+    dashboard_id: DashboardId,
+    project: ThisProject,
+    offset: Annotated[
+        int,
+        Query(
+            description="The first byte to send: from the start if 0 or more, from the end if "
+            "negative (-1000: the last 1,000 bytes).",
+        ),
+    ] = 0,
+) -> Response:
+    """The dashboard's output so far, as text, streamed from disk.
+
+    A follower asks again with ``offset`` set to the last ``X-Log-Size``, and gets
+    only what is new.
+    """
+    size, chunks = project.logs(dashboard_id, offset)
+    return StreamingResponse(
+        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size)}
+    )
 
 
 docs = APIRouter(dependencies=[Depends(require_auth)], include_in_schema=False)

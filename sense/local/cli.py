@@ -109,6 +109,14 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         default=None,
         help="seconds between SIGTERM and SIGKILL when stopping a dashboard (default 3)",
     )
+    parser.add_argument(
+        "--log-cap",
+        type=_mebibytes,
+        default=None,
+        metavar="MIB",
+        help="MiB a dashboard's log holds before it is set aside as <id>.log.1 and starts "
+        "anew (default 100)",
+    )
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +135,15 @@ def _open(args) -> LocalServer:
         port=args.port,
         max_workers=args.max_workers,
         grace=args.grace,
+        log_cap=args.log_cap,
     )
+
+
+def _mebibytes(text: str) -> int:
+    """``--log-cap``'s value in bytes: a whole number of MiB, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"should be a whole number of MiB, at least 1: {text!r}")
+    return int(text) * 1024 * 1024
 
 
 # -- run and server ------------------------------------------------------------------------------
@@ -235,7 +251,11 @@ def _ps(args) -> int:
 
 
 def _logs(args) -> int:
-    sys.stdout.write(_request(args, "GET", f"/dashboards/{args.id}/logs").text)
+    answer = _request(args, "GET", f"/dashboards/{args.id}/logs", stream=True)
+    # A chunk at a time, as it comes: a log of any size takes little memory.
+    for chunk in answer.iter_content(64 * 1024):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
     return 0
 
 

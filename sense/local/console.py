@@ -1,20 +1,44 @@
 """Workers' output on the console of ``sense run``, each line prefixed by who printed it.
 
+Logs are read a chunk at a time and a line is shown in pieces past
+:data:`MAX_LINE` bytes, so that following takes little memory whatever the
+workers print, a long line without an end included.
+
 Example
 -------
->>> follower = LogFollower(project, state.log_path, sys.stdout)   # doctest: +SKIP
->>> follower.start(); ...; follower.stop()                         # doctest: +SKIP
+>>> follower = LogFollower(project, state.log_path, sys.stdout, after=1)   # doctest: +SKIP
+>>> follower.start(); ...; follower.stop()                                  # doctest: +SKIP
 [worker 3] hello from 127.0.0.4
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from sense.local.statedir import open_no_link
 from sense.local.store import ACTIVE
 
 POLL_SECONDS = 0.1
+#: Bytes read from a log at once.
+CHUNK = 64 * 1024
+#: A line longer than this is shown in pieces of this many bytes.
+MAX_LINE = 64 * 1024
+
+
+@dataclass
+class _Tail:
+    """How far the follower has read one dashboard's log."""
+
+    name: str
+    #: Bytes of the log file ``inode`` already read.
+    offset: int = 0
+    inode: int | None = None
+    #: The start of a line whose end has not been read yet.
+    partial: bytes = b""
 
 
 class LogFollower:
@@ -38,11 +62,8 @@ class LogFollower:
         self.log_path = log_path
         self.out = out
         self.after = after
-        self._offsets: dict[int, int] = {}
-        self._partial: dict[int, bytes] = {}
-        self._names: dict[int, str] = {}
-        #: The dashboards followed: those that have not ended, as of the last poll.
-        self._following: dict[int, dict] = {}
+        #: The dashboards followed: those that had not ended at the last poll.
+        self._tails: dict[int, _Tail] = {}
         #: The newest dashboard seen: any later one is new, even if it has ended already.
         self._newest = after
         self._stopping = threading.Event()
@@ -56,14 +77,8 @@ class LogFollower:
         self._stopping.set()
         self._thread.join()
         self.poll()
-        for dashboard_id in sorted(self._partial):
-            self._print_rest(dashboard_id)
-
-    def _print_rest(self, dashboard_id: int) -> None:
-        """Print the unfinished last line of a dashboard that has ended, if any."""
-        rest = self._partial.pop(dashboard_id, b"")
-        if rest:
-            self._print(dashboard_id, rest)
+        for tail in self._tails.values():
+            self._print_rest(tail)
 
     def _run(self) -> None:
         while not self._stopping.wait(POLL_SECONDS):
@@ -78,36 +93,61 @@ class LogFollower:
         active = self.project.dashboards(status=ACTIVE, after=self.after)
         new = self.project.dashboards(after=self._newest)
         for dashboard in active + new:
-            self._following[dashboard["id"]] = dashboard
+            if dashboard["id"] not in self._tails:
+                who = "worker" if dashboard["master_id"] is not None else "dashboard"
+                self._tails[dashboard["id"]] = _Tail(f"{who} {dashboard['id']}")
             self._newest = max(self._newest, dashboard["id"])
         still_active = {d["id"] for d in active + new if d["status"] in ACTIVE}
-        for dashboard_id, dashboard in sorted(self._following.items()):
+        for dashboard_id, tail in sorted(self._tails.items()):
             # An ended dashboard's log is complete: this copy holds its last words.
-            self._copy(dashboard)
+            self._copy(Path(self.log_path(dashboard_id)), tail)
             if dashboard_id not in still_active:
-                del self._following[dashboard_id]
-                self._print_rest(dashboard_id)
-                self._offsets.pop(dashboard_id, None)
+                del self._tails[dashboard_id]
+                self._print_rest(tail)
+        self.out.flush()
 
-    def _copy(self, dashboard: dict) -> None:
-        dashboard_id = dashboard["id"]
+    def _copy(self, path: Path, tail: _Tail) -> None:
         try:
-            with open_no_link(self.log_path(dashboard_id)) as log:
-                log.seek(self._offsets.get(dashboard_id, 0))
-                data = log.read()
+            log = open_no_link(path)
         except FileNotFoundError:
             return
-        if not data:
-            return
-        self._offsets[dashboard_id] = self._offsets.get(dashboard_id, 0) + len(data)
-        *lines, rest = (self._partial.pop(dashboard_id, b"") + data).split(b"\n")
-        self._partial[dashboard_id] = rest
-        who = "worker" if dashboard["master_id"] is not None else "dashboard"
-        self._names[dashboard_id] = f"{who} {dashboard_id}"
-        for line in lines:
-            self._print(dashboard_id, line)
+        with log:
+            inode = os.fstat(log.fileno()).st_ino
+            if inode != tail.inode:
+                # A log that reached its cap was set aside: first what is left of that one.
+                self._copy_set_aside(path.with_name(path.name + ".1"), tail)
+                tail.inode, tail.offset = inode, 0
+            log.seek(tail.offset)
+            self._read(log, tail)
 
-    def _print(self, dashboard_id: int, line: bytes) -> None:
-        text = line.decode(errors="replace").rstrip("\r")
-        self.out.write(f"[{self._names[dashboard_id]}] {text}\n")
+    def _copy_set_aside(self, path: Path, tail: _Tail) -> None:
+        try:
+            log = open_no_link(path)
+        except FileNotFoundError:
+            return
+        with log:
+            # The one read so far, or any if none was (not when two were set aside since).
+            if tail.inode in (None, os.fstat(log.fileno()).st_ino):
+                log.seek(tail.offset)
+                self._read(log, tail)
+
+    def _read(self, log: BinaryIO, tail: _Tail) -> None:
+        while chunk := log.read(CHUNK):
+            tail.offset += len(chunk)
+            *lines, tail.partial = (tail.partial + chunk).split(b"\n")
+            for line in lines:
+                self._print(tail, line)
+            while len(tail.partial) > MAX_LINE:
+                self._print(tail, tail.partial[:MAX_LINE])
+                tail.partial = tail.partial[MAX_LINE:]
+
+    def _print_rest(self, tail: _Tail) -> None:
+        """Print the unfinished last line of a dashboard that has ended, if any."""
+        if tail.partial:
+            self._print(tail, tail.partial)
+            tail.partial = b""
         self.out.flush()
+
+    def _print(self, tail: _Tail, line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip("\r")
+        self.out.write(f"[{tail.name}] {text}\n")

@@ -31,7 +31,9 @@ server holds for the dashboard's whole life. Over it the engine
 
 1. says ``R`` (ready), then reads one JSON line: the job
    (``{"code": ..., "file": ...}``, ``{"script": ..., "argv": [...]}`` or
-   ``{}`` to idle);
+   ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
+   goes to a console (when they are given, the guardian copies the job's
+   output into that log: see :class:`_Log`);
 2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
    or ``kill`` (SIGKILL to every one). End of file means the server is gone
    (even by SIGKILL): every process of the job is killed.
@@ -82,6 +84,7 @@ def main(argv):
     if not line:
         return 1  # the server went away before handing over the job
     job = json.loads(line)
+    log = _Log(job["log"], job["log_cap"]) if "log" in job else None
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     guardian = os.getpid()
     # Blocked across the fork: a stop or a Ctrl-C waits until each process is ready for it.
@@ -94,6 +97,8 @@ def main(argv):
         if os.getppid() != guardian:
             return 1  # the guardian is gone already: so is the dashboard
         signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+        if log is not None:
+            log.give_to_job()
         # The project directory replaces this file's directory as the first import path.
         sys.path[0] = os.getcwd()
         _run_job(job)
@@ -102,8 +107,12 @@ def main(argv):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
     threading.Thread(target=_obey, args=(channel,), daemon=True).start()
+    if log is not None:
+        log.start_copying()
     status = _reap_until(job_pid)
     _end_descendants()
+    if log is not None:
+        log.finish()
     _exit_as(status)
 
 
@@ -199,6 +208,62 @@ def _exit_as(status):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # a signal whose default is not to end the process
+
+
+class _Log:
+    """The job's output (a pipe), copied by the guardian into the log, which the server opened
+    as this process's standard output.
+
+    Once the log reaches ``cap`` bytes it is renamed ``<log>.1`` (replacing an
+    earlier one) and a new log starts: a dashboard's output never takes more
+    than twice its cap on disk, and its latest part is always there. Output
+    that cannot be written (a full disk) is dropped; the job goes on.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, path, cap):
+        self.path = path
+        self.cap = cap
+        self.size = os.fstat(1).st_size
+        self.read_end, self.write_end = os.pipe()
+        self.copier = threading.Thread(target=self._copy, daemon=True)
+
+    def give_to_job(self):
+        """In the job: standard output and error go into the pipe."""
+        for fd in (1, 2):
+            os.dup2(self.write_end, fd)
+        os.close(self.write_end)
+        os.close(self.read_end)
+
+    def start_copying(self):
+        """In the guardian: copy the pipe into the log until every writer has closed it."""
+        os.close(self.write_end)
+        self.copier.start()
+
+    def finish(self):
+        """Wait for the last of the output (every process of the job has ended by now)."""
+        self.copier.join(5)
+
+    def _copy(self):
+        while chunk := os.read(self.read_end, self.CHUNK):
+            try:
+                if self.size and self.size + len(chunk) > self.cap:
+                    self._start_anew()
+                os.write(1, chunk)
+                self.size += len(chunk)
+            except OSError:
+                pass  # nowhere to write it: dropped
+
+    def _start_anew(self):
+        os.replace(self.path, self.path + ".1")
+        new = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(self.path, new, 0o600)
+        # Standard error too: whatever the guardian itself has to say goes to the new log.
+        for standard in (1, 2):
+            os.dup2(fd, standard)
+        os.close(fd)
+        self.size = 0
 
 
 # -- the job -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Iterator
 
 from sense.errors import SenseConfigError
 from sense.local import context
@@ -138,9 +139,10 @@ class LocalProject:
             self.public(row) for row in self.store.select(master_id=master_id, status="running")
         ]
 
-    def logs(self, dashboard_id: int) -> str:
+    def logs(self, dashboard_id: int, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """The log's size, and its bytes from ``offset`` (negative: from the end), in chunks."""
         self.get(dashboard_id)
-        return self.supervisor.logs(dashboard_id)
+        return self.supervisor.read_log(dashboard_id, offset)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         """Wait for a dashboard's job to end; its exit code, or None if it still runs."""

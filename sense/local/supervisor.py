@@ -27,14 +27,18 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from sense.local.statedir import create_new, open_no_link
 
 ENGINE = str(Path(__file__).with_name("engine.py"))
 DEFAULT_GRACE = 3.0
+DEFAULT_LOG_CAP = 100 * 1024 * 1024
+#: Bytes read at once when a log is served.
+CHUNK = 64 * 1024
 
 
 @dataclass
@@ -51,15 +55,15 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
     console: bool = False
 
-    def message(self, code_file: str = "") -> bytes:
-        """The job as the engine reads it: one JSON line (``code_file`` holds the code too)."""
+    def message(self, **extra) -> bytes:
+        """The job as the engine reads it, with ``extra`` fields: one JSON line (see engine.py)."""
         if self.code:
-            job = {"code": self.code, "file": code_file}
+            job = {"code": self.code}
         elif self.script:
             job = {"script": self.script, "argv": self.argv}
         else:
             job = {}
-        return json.dumps(job).encode() + b"\n"
+        return json.dumps(job | extra).encode() + b"\n"
 
 
 class Supervisor(abc.ABC):
@@ -96,8 +100,12 @@ class Supervisor(abc.ABC):
         """Wait for the job to end; its exit code, or None if it is still running."""
 
     @abc.abstractmethod
-    def logs(self, dashboard_id: int) -> str:
-        """The job's output so far."""
+    def read_log(self, dashboard_id: int, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """The size of the job's log now, and its bytes from ``offset`` up to that size.
+
+        A negative ``offset`` counts from the end (``-1000``: the last 1,000 bytes).
+        The bytes come in chunks, so that a log of any size is served in little memory.
+        """
 
     @abc.abstractmethod
     def cleanup(self, handles: Iterable[dict]) -> None:
@@ -135,6 +143,8 @@ class LocalProcessSupervisor(Supervisor):
         processes that multiprocessing spawns read it there).
     grace : float
         Seconds between SIGTERM and SIGKILL when stopping.
+    log_cap : int
+        Bytes a dashboard's log may hold before it starts anew (see engine.py).
     python : str
         The interpreter; the server's own by default.
     """
@@ -148,6 +158,7 @@ class LocalProcessSupervisor(Supervisor):
         on_exit: Callable[[int, int, bool], None],
         *,
         grace: float = DEFAULT_GRACE,
+        log_cap: int = DEFAULT_LOG_CAP,
         python: str = sys.executable,
     ) -> None:
         super().__init__(on_running, on_exit)
@@ -155,6 +166,7 @@ class LocalProcessSupervisor(Supervisor):
         self.log_path = log_path
         self.code_path = code_path
         self.grace = grace
+        self.log_cap = log_cap
         self.python = python
         self._processes: dict[int, _Process] = {}
         self._lock = threading.Lock()
@@ -205,8 +217,7 @@ class LocalProcessSupervisor(Supervisor):
                     if not process.handed_over:
                         # Recorded before the job starts, so the job sees itself running.
                         self.on_running(dashboard_id)
-                        code_file = str(self.code_path(dashboard_id))
-                        process.channel.sendall(process.job.message(code_file))
+                        process.channel.sendall(self._message(dashboard_id, process.job))
                         process.handed_over = True
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
@@ -220,6 +231,18 @@ class LocalProcessSupervisor(Supervisor):
         finally:
             process.channel.close()
             process.ended.set()
+
+    def _message(self, dashboard_id: int, job: Job) -> bytes:
+        extra = {"file": str(self.code_path(dashboard_id))} if job.code else {}
+        if not job.console:
+            extra.update(log=str(self.log_path(dashboard_id)), log_cap=self.log_cap)
+        return job.message(**extra)
+
+    def _message(self, dashboard_id: int, job: Job) -> bytes:
+        extra = {"file": str(self.code_path(dashboard_id))} if job.code else {}
+        if not job.console:
+            extra.update(log=str(self.log_path(dashboard_id)), log_cap=self.log_cap)
+        return job.message(**extra)
 
     def stop(self, dashboard_id: int) -> None:
         process = self._processes.get(dashboard_id)
@@ -246,12 +269,15 @@ class LocalProcessSupervisor(Supervisor):
         if process is not None:
             _signal_group(process.popen, signal.SIGINT)
 
-    def logs(self, dashboard_id: int) -> str:
+    def read_log(self, dashboard_id: int, offset: int = 0) -> tuple[int, Iterator[bytes]]:
         try:
-            with open_no_link(self.log_path(dashboard_id)) as log:
-                return log.read().decode(errors="replace")
+            log = open_no_link(self.log_path(dashboard_id))
         except FileNotFoundError:
-            return ""
+            return 0, iter(())
+        size = os.fstat(log.fileno()).st_size
+        start = min(offset, size) if offset >= 0 else max(0, size + offset)
+        log.seek(start)
+        return size, _chunks(log, size - start)
 
     def cleanup(self, handles: Iterable[dict]) -> None:
         for handle in handles:
@@ -269,6 +295,14 @@ class LocalProcessSupervisor(Supervisor):
             thread.start()
         for thread in stoppers:
             thread.join()
+
+
+def _chunks(log: BinaryIO, length: int) -> Iterator[bytes]:
+    """``length`` bytes of ``log`` from where it stands, a chunk at a time; then it is closed."""
+    with log:
+        while length > 0 and (chunk := log.read(min(CHUNK, length))):
+            length -= len(chunk)
+            yield chunk
 
 
 def _order(process: _Process, order: bytes) -> None:

@@ -91,8 +91,9 @@ def test_dashboards_are_filtered_by_status_master_and_name_all_at_once(api, serv
         ({"status": ["running", "done"]}, "status"),
         ({"master_id": "three"}, "master_id"),
         ({"master_id": "0"}, "master_id"),
+        ({"stauts": "running"}, "'stauts': not a query parameter"),
     ],
-    ids=["status", "one-status-of-two", "master-id", "master-id-0"],
+    ids=["status", "one-status-of-two", "master-id", "master-id-0", "misspelt"],
 )
 def test_a_bad_filter_is_refused_naming_the_parameter(api, query, named):
     answer = api("GET", "/dashboards", params=query)
