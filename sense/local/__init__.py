@@ -149,6 +149,7 @@ class LocalServer:
         (:meth:`master_environment`) until :meth:`stop`; nothing else of it changes.
         """
         self.master = self.project.attach_master()
+        self.state.write_server_file(self.url, self.project_url, self.master["id"])
         if set_environ:
             context = self.master_environment()
             self._replaced_environ = {name: os.environ.get(name) for name in context}

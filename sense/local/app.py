@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -43,16 +44,16 @@ MAX_BODY = 1024 * 1024
 #: The header that tells a log's size.
 LOG_SIZE = "X-Log-Size"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
-_ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429)}
+_ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
 @dataclass(frozen=True)
 class Credentials:
     """Who may call the API: the token as user with an empty password, or a username/password."""
 
-    token: str
+    token: str = field(repr=False)
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def accept(self, user: str, password: str) -> bool:
         # compare_digest on both, always, so that timing tells nothing about either.
@@ -390,6 +391,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProjectError)
     async def refused(request, error):
         return answer(error.status, str(error))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_failed(request, error):
+        # Mostly a full disk: the server itself is sound, and says what is wrong.
+        return answer(503, f"the dashboards' database cannot be written: {error}")
 
     @app.exception_handler(Exception)
     async def crashed(request, error):

@@ -12,12 +12,14 @@ Examples
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 from sense.local import LocalServer
 
@@ -31,18 +33,42 @@ examples:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sense`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if args.command is _run:
+        args.args = _script_arguments(argv, args.script, args.args)
     try:
         return args.command(args)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception as error:  # one line for the user, not a traceback
+        import sqlite3
+
         from sense.errors import SenseError
 
-        if not isinstance(error, (SenseError, OSError)):
+        if not isinstance(error, (SenseError, OSError, sqlite3.Error)):
             raise
-        print(f"sense: {error}", file=sys.stderr)
+        print(f"sense: {_explain(error)}", file=sys.stderr)
         return 1
+
+
+def _explain(error: Exception) -> str:
+    """The error, and what to do about it when it is a full disk."""
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    if full or "disk is full" in str(error):
+        return f"{error}: free some space on that disk and try again"
+    return str(error)
+
+
+def _script_arguments(argv: list[str], script: str, rest: list[str]) -> list[str]:
+    """The script's own arguments, as ``python SCRIPT ARGS`` would give them.
+
+    argparse drops a ``--`` that comes right after the script; Python hands it on.
+    """
+    before = argv[: len(argv) - len(rest)]
+    if before[-2:] == [script, "--"]:
+        return ["--", *rest]
+    return rest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    parser.add_argument("--port", type=_port, default=default_port, help="0: any free port")
     parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
     parser.add_argument(
         "--max-workers",
@@ -139,6 +165,13 @@ def _open(args) -> LocalServer:
     )
 
 
+def _port(text: str) -> int:
+    """``--port``'s value: a TCP port, or 0 for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"should be a port from 0 to 65535, not {text!r}")
+    return int(text)
+
+
 def _mebibytes(text: str) -> int:
     """``--log-cap``'s value in bytes: a whole number of MiB, at least 1."""
     if not text.isdigit() or int(text) < 1:
@@ -165,11 +198,13 @@ def _run(args) -> int:
         follower.start()
         code = _wait_for(project, master["id"])
     finally:
-        # Every dashboard ends first, so that the follower shows their last words.
-        server.project.shutdown()
-        if follower is not None:
-            follower.stop()
-        server.stop()
+        try:
+            # Every dashboard ends first, so that the follower shows their last words.
+            server.project.shutdown()
+            if follower is not None:
+                follower.stop()
+        finally:
+            server.stop()
     return 128 - code if code < 0 else code
 
 
@@ -263,6 +298,10 @@ def _stop(args) -> int:
     ids = args.ids
     if not ids:
         active = _request(args, "GET", "/dashboards", params=_ACTIVE).json()
+        # The process that runs the server (a shell's, a notebook's) is its master, not a
+        # worker: the API refuses to stop it, and it is not asked to.
+        attached = _find_server(args.project_dir).attached
+        active = [d for d in active if d["id"] != attached]
         # Workers first: stopping the master of `sense run` ends the run, server and all.
         active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
         ids = [d["id"] for d in active]
@@ -285,7 +324,7 @@ def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
 
     from sense.errors import SenseError
 
-    project_url, auth = _find_server(args.project_dir)
+    project_url, auth, _ = _find_server(args.project_dir)
     try:
         with requests.Session() as session:
             # The server is on this machine: no proxy of the environment may stand between.
@@ -305,15 +344,24 @@ def _error_of(answer) -> str:
         return answer.text
 
 
-def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
-    """The project URL and credentials: from the SENSE_* environment, else from ``.sense/``."""
+class _Server(NamedTuple):
+    project_url: str
+    auth: tuple[str, str]
+    #: The master dashboard that the server's own process is, if any.
+    attached: int | None
+
+
+def _find_server(project_dir: str | None) -> _Server:
+    """Where the server is: from the SENSE_* environment, else from ``.sense/``."""
     from sense.errors import SenseError
     from sense.local.statedir import DIRECTORY, StateDir
 
     url = os.environ.get("SENSE_PROJECT_URL")
     token = os.environ.get("SENSE_API_TOKEN") or os.environ.get("SENSE_API_KEY")
     if project_dir is None and url and token:
-        return url, (token, "")
+        # This shell exported a master's variables, as `sense server` prints them.
+        me = os.environ.get("SENSE_DASHBOARD_ID", "")
+        return _Server(url, (token, ""), int(me) if me.isdigit() else None)
     directory = Path(project_dir if project_dir is not None else os.getcwd())
     # Only look: a command that asks a server creates nothing, least of all a token.
     state = StateDir(directory, create=False) if (directory / DIRECTORY).is_dir() else None
@@ -329,4 +377,4 @@ def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
             f"{state.token_file} is missing or empty: the server of {directory.resolve()} "
             "cannot be asked without it (restart it with `sense server`)"
         )
-    return record["project_url"], (token, "")
+    return _Server(record["project_url"], (token, ""), record.get("master_id"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PUBLIC_DNS = "localhost"
 SERVER_IP = "127.0.0.1"
@@ -36,7 +36,7 @@ class Project:
     owner_id: str
     project_id: str
     api_url: str
-    token: str
+    token: str = field(repr=False)
 
     @property
     def url(self) -> str:

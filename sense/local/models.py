@@ -87,7 +87,11 @@ class LaunchRequest(BaseModel):
     name: str = ""
     engine: str = Field(DEFAULT_ENGINE, json_schema_extra={"pattern": _PYTHON})
     size: Size = "small"
-    startup_script: str = ""
+    startup_script: str = Field(
+        "",
+        description="A Python file in the project folder, as a path relative to it; a launch "
+        "naming anything else is a 422.",
+    )
     startup_code: str = ""
     env: dict[str, str] = Field(
         default_factory=dict,

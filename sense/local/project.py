@@ -64,6 +64,10 @@ class QuotaExceeded(ProjectError):
     status = 429
 
 
+class Unprocessable(ProjectError):
+    status = 422
+
+
 def default_quota() -> int:
     """How many dashboards may run at once: ``SENSE_LOCAL_MAX_WORKERS``, else 4 per CPU, 8 at least.
 
@@ -160,6 +164,8 @@ class LocalProject:
 
     def launch(self, request: LaunchRequest) -> dict:
         """Start a dashboard as the API's ``POST`` asks; a worker when ``master_id`` is given."""
+        if request.startup_script:
+            self._check_script(request.startup_script)
         with self._lock:
             self._check_open()
             if request.master_id is not None:
@@ -193,6 +199,23 @@ class LocalProject:
             row["id"], status="running", started_at=now(), handle={"pid": os.getpid()}
         )
         return self.public(row)
+
+    def _check_script(self, script: str) -> None:
+        """A 422 naming the field unless ``script`` is a file in the project folder."""
+        if "\0" in script:
+            raise Unprocessable(f"startup_script: {script!r} holds a NUL character, as no path may")
+        project = os.path.realpath(self.info.directory)
+        path = os.path.realpath(os.path.join(project, script))
+        if os.path.commonpath([project, path]) != project:
+            raise Unprocessable(
+                f"startup_script: {script!r} is not in the project folder {project}"
+            )
+        if not os.path.isfile(path):
+            problem = "a directory" if os.path.isdir(path) else "not there"
+            raise Unprocessable(
+                f"startup_script: {script!r} is {problem}: it should be a Python file in the "
+                "project folder"
+            )
 
     def _check_master(self, master_id: int) -> None:
         master = self.store.get(master_id)

@@ -139,9 +139,15 @@ class StateDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def write_server_file(self, url: str, project_url: str) -> None:
-        """Tell the ``sense ps``/``logs``/``stop`` commands where the running server is."""
-        record = {"url": url, "project_url": project_url, "pid": os.getpid()}
+    def write_server_file(self, url: str, project_url: str, master_id: int | None = None) -> None:
+        """Tell the ``sense ps``/``logs``/``stop`` commands where the running server is, and
+        which master dashboard its own process is, if any."""
+        record = {
+            "url": url,
+            "project_url": project_url,
+            "pid": os.getpid(),
+            "master_id": master_id,
+        }
         self.server_file.unlink(missing_ok=True)
         create_new(self.server_file, json.dumps(record).encode() + b"\n")
 

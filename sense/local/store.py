@@ -20,6 +20,8 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
+from sense.errors import SenseError
+
 ACTIVE = ("starting", "running")
 
 _SCHEMA = """
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS dashboards (
 _JSON_COLUMNS = ("size", "env", "public_port_mapping", "handle")
 
 
+class StoreError(SenseError):
+    """The dashboards' database cannot be used."""
+
+
 def now() -> str:
     """The current UTC time as ISO 8601 ending in ``Z``."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -66,6 +72,18 @@ class Store:
     def __init__(self, path) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            remedy = (
+                "free some space and start again"
+                if "full" in str(error)
+                else "if it is damaged, move it away and start again (with an empty history)"
+            )
+            raise StoreError(f"{path} cannot be used ({error}): {remedy}") from None
+
+    def _prepare(self) -> None:
         self._db.row_factory = sqlite3.Row
         # A write-ahead log, synced at checkpoints rather than at every commit: a
         # launch makes several small writes, and an fsync each (milliseconds, more

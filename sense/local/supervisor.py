@@ -228,6 +228,12 @@ class LocalProcessSupervisor(Supervisor):
         Path(self.code_path(dashboard_id)).unlink(missing_ok=True)
         try:
             self.on_exit(dashboard_id, code, process.stopped)
+        except Exception as error:  # a full disk, say: one line, not a thread's traceback
+            print(
+                f"sense: dashboard {dashboard_id} ended (exit code {code}), but its end could "
+                f"not be recorded: {error}",
+                file=sys.stderr,
+            )
         finally:
             process.channel.close()
             process.ended.set()

@@ -9,6 +9,7 @@ import requests
 from conftest import Api
 
 from sense.local import LocalServer
+from sense.local.app import Credentials
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -338,3 +339,33 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     assert {"Dashboard", "Error"} <= set(schema["components"]["schemas"])
     launch = paths[f"{prefix}/dashboards"]["post"]["requestBody"]["content"]
     assert "startup_code" in launch["application/json"]["schema"]["properties"]
+
+
+def test_the_token_and_the_password_show_in_no_repr(project_dir):
+    with LocalServer(project_dir, username="ada", password="lovelace") as server:
+        token = server.project.info.token
+        credentials = Credentials(token, "ada", "lovelace")
+        for shown in (repr(server.project.info), repr(server), repr(credentials)):
+            assert token not in shown and "lovelace" not in shown
+
+
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        ("missing.py", "is not there"),
+        ("tools", "is a directory"),
+        ("../outside.py", "is not in the project folder"),
+        ("/etc/hostname", "is not in the project folder"),
+        ("link.py", "is not in the project folder"),
+    ],
+)
+def test_a_startup_script_that_is_no_file_of_the_project_is_refused_at_launch(
+    api, server, project_dir, script, problem
+):
+    (project_dir / "tools").mkdir()
+    (project_dir.parent / "outside.py").write_text("print('outside')\n")
+    (project_dir / "link.py").symlink_to(project_dir.parent / "outside.py")
+    answer = api("POST", "/dashboards", json={"master_id": server.master["id"], "script": script})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(f"startup_script: {script!r} {problem}")
+    assert [d["id"] for d in api("GET", "/dashboards").json()] == [server.master["id"]]
