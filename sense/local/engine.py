@@ -93,16 +93,27 @@ def main(argv):
     if job_pid == 0:
         channel.close()
         sock.close()
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != guardian:
-            return 1  # the guardian is gone already: so is the dashboard
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
-        if log is not None:
-            log.give_to_job()
-        # The project directory replaces this file's directory as the first import path.
-        sys.path[0] = os.getcwd()
-        _run_job(job)
-        return 0
+        return _be_the_job(job, log, guardian)
+    _guard(job_pid, channel, log)
+
+
+def _be_the_job(job, log, guardian):
+    """In the forked process: run the job; its exit status."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != guardian:
+        return 1  # the guardian is gone already: so is the dashboard
+    if log is not None:
+        log.give_to_job()
+    # The project directory replaces this file's directory as the first import path.
+    sys.path[0] = os.getcwd()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+    _run_job(job)
+    return 0
+
+
+def _guard(job_pid, channel, log):
+    """In the engine's own process: watch over the job, end everything it left, and exit as
+    the job did."""
     for signum in JOB_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
