@@ -339,6 +339,15 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     assert {"Dashboard", "Error"} <= set(schema["components"]["schemas"])
     launch = paths[f"{prefix}/dashboards"]["post"]["requestBody"]["content"]
     assert "startup_code" in launch["application/json"]["schema"]["properties"]
+    listing = paths[f"{prefix}/dashboards"]["get"]
+    assert {p["name"] for p in listing["parameters"] if p["in"] == "query"} == {
+        "status",
+        "master_id",
+        "name",
+    }
+    logs = paths[f"{prefix}/dashboards/{{dashboard_id}}/logs"]["get"]
+    assert [p["name"] for p in logs["parameters"] if p["in"] == "query"] == ["offset"]
+    assert "X-Log-Size" in logs["responses"]["200"]["headers"]
 
 
 def test_the_token_and_the_password_show_in_no_repr(project_dir):
