@@ -80,12 +80,13 @@ def main(argv):
     sock = socket.socket(fileno=fd)
     channel = sock.makefile("rb")
     sock.sendall(b"R")
+    # While the server records this dashboard running (ctypes takes a millisecond or more).
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     line = channel.readline()
     if not line:
         return 1  # the server went away before handing over the job
     job = json.loads(line)
     log = _Log(job["log"], job["log_cap"]) if "log" in job else None
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     guardian = os.getpid()
     # Blocked across the fork: a stop or a Ctrl-C waits until each process is ready for it.
     signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
