@@ -5,7 +5,7 @@ In a notebook or a script::
     import sense, sense.local
     sense.local.start()                 # this process becomes a master dashboard
     sense.launchWorkers(2, startupCode="print('hello')")
-    sense.local.stop()                  # every worker ends; the environment is restored
+    sense.local.stop()                  # every worker ends; the SENSE_* variables go
 
 or as a context manager: ``with sense.local.start(): ...``. From a shell,
 ``sense run SCRIPT`` runs a script as the master of a local project.
@@ -59,9 +59,11 @@ class LocalServer:
     backend : str
         Where dashboards run: ``"local"`` (process groups on this machine, the default),
         ``"ray"`` (across a Ray cluster), or a backend installed under the entry-point group
-        ``sense.backends``. Keyword options it takes of its own follow: ``prestart`` for
-        ``"local"`` (False: a fresh interpreter for every dashboard, not a fork of a
-        prestarted engine), ``ray_address`` for ``"ray"``.
+        ``sense.backends``. Keyword options it takes of its own follow. For ``"local"``:
+        ``prestart`` (False: a fresh interpreter for every dashboard, not a fork of a
+        prestarted engine) and ``log_cap`` (bytes a dashboard's log holds before it is set
+        aside as ``<id>.log.1`` and starts anew; 100 MiB by default). For ``"ray"``:
+        ``ray_address``.
 
     Attributes
     ----------
@@ -110,7 +112,8 @@ class LocalServer:
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()
         self.master = None
-        self._saved_environ: dict[str, str] | None = None
+        #: What :meth:`attach` replaced in ``os.environ``: name -> value before (None: unset).
+        self._replaced_environ: dict[str, str | None] = {}
         self._thread = None
         sock = self._store = self._backend = self._ssh = None
         try:
@@ -164,17 +167,15 @@ class LocalServer:
     def attach(self, *, set_environ: bool = True) -> dict:
         """Make the calling process the project's master dashboard and return it.
 
-        With ``set_environ``, this process's ``os.environ`` becomes that dashboard's
-        environment (``SENSE_*`` context included) until :meth:`stop`.
+        With ``set_environ``, ``os.environ`` gets the dashboard's ``SENSE_*`` context
+        (:meth:`master_environment`) until :meth:`stop`; nothing else of it changes.
         """
         self.master = self.project.attach_master()
+        self.state.write_server_file(self.url, self.project_url, self.master["id"])
         if set_environ:
-            self._saved_environ = dict(os.environ)
-            from sense.local.backends import dashboard_environment
-
-            master_context = self.project.context(self.project.get(self.master["id"]))
-            os.environ.clear()
-            os.environ.update(dashboard_environment(self._saved_environ, master_context, {}))
+            context = self.master_environment()
+            self._replaced_environ = {name: os.environ.get(name) for name in context}
+            os.environ.update(context)
         return self.master
 
     def master_environment(self) -> dict[str, str]:
@@ -182,7 +183,7 @@ class LocalServer:
         return self.project.context(self.project.get(self.master["id"]))
 
     def stop(self) -> None:
-        """Stop every dashboard and the server; restore the environment :meth:`attach` changed."""
+        """Stop every dashboard and the server; take back the variables :meth:`attach` set."""
         global _current
         if self._thread is None:
             return
@@ -197,10 +198,13 @@ class LocalServer:
             self._thread = None
             self.state.remove_server_file()
             self.state.unlock()
-            if self._saved_environ is not None:
-                os.environ.clear()
-                os.environ.update(self._saved_environ)
-                self._saved_environ = None
+            # Only what attach() set: a variable set since then is the user's, and stays.
+            for name, value in self._replaced_environ.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            self._replaced_environ = {}
             with _current_lock:
                 if _current is self:
                     _current = None
@@ -239,10 +243,11 @@ class LocalServer:
 def start(project_dir=None, **options) -> LocalServer:
     """Start a local server in the background and make this process its master dashboard.
 
-    Sets this process's ``SENSE_*`` environment, so that ``sense.launchWorkers``
-    and the rest work as on a Sense dashboard. Calling it again for the same
-    project returns the running server. Options are those of :class:`LocalServer`
-    (``prestart=False`` among them).
+    Adds the master's ``SENSE_*`` variables (every spelling) to ``os.environ``, so that
+    ``sense.launchWorkers`` and the rest work as on a Sense dashboard; :func:`stop`
+    takes back exactly those and leaves every other variable as it finds it. Calling it
+    again for the same project returns the running server. Options are those of
+    :class:`LocalServer` (``prestart=False`` among them).
 
     Returns
     -------

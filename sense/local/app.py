@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -34,6 +35,7 @@ from sense.local.models import (
     Error,
     LaunchRequest,
     Project,
+    Status,
     StopRequest,
 )
 from sense.local.project import LocalProject, ProjectError
@@ -41,17 +43,19 @@ from sense.local.web import install_page
 from sense.local.websession import SAFE_METHODS, check_same_origin, logged_in
 
 MAX_BODY = 1024 * 1024
+#: The header that tells a log's size.
+LOG_SIZE = "X-Log-Size"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
-_ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429)}
+_ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
 @dataclass(frozen=True)
 class Credentials:
     """Who may call the API: the token as user with an empty password, or a username/password."""
 
-    token: str
+    token: str = field(repr=False)
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def accept(self, user: str, password: str) -> bool:
         # compare_digest on both, always, so that timing tells nothing about either.
@@ -127,6 +131,19 @@ class BasicAuth(HTTPBasic):
 require_auth = BasicAuth(description="The API token as user and an empty password.")
 
 
+def known_query(request: Request) -> None:
+    """A 422 for a query parameter the route does not take: a misspelt filter must not be
+    silently ignored (``?stauts=running`` would list everything)."""
+    route = request.scope.get("route")
+    known = {param.alias for param in route.dependant.query_params} if route else set()
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        taken = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            422, f"{', '.join(map(repr, unknown))}: not a query parameter here (it takes: {taken})"
+        )
+
+
 def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
     """The project named in the path; 404 for any other (another owner's included)."""
     project: LocalProject = request.app.state.project
@@ -184,7 +201,7 @@ def get_health() -> dict:
 
 projects = APIRouter(
     prefix="/users/{owner_id}/projects/{project_id}",
-    dependencies=[Depends(require_auth)],
+    dependencies=[Depends(require_auth), Depends(known_query)],
     responses=_ERRORS,
     tags=["project"],
 )
@@ -205,9 +222,25 @@ def get_project(project: ThisProject):
 
 @projects.get("/dashboards", response_model=list[Dashboard])
 @projects.get("/dashboards/", response_model=list[Dashboard], include_in_schema=False)
-def list_dashboards(project: ThisProject):
-    """Every dashboard of the project, whatever its status, oldest first."""
-    return project.dashboards()
+def list_dashboards(
+    project: ThisProject,
+    status: Annotated[
+        list[Status] | None,
+        Query(description="Only dashboards with this status; repeat it for any of several."),
+    ] = None,
+    master_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only the workers of this master.")
+    ] = None,
+    name: Annotated[str | None, Query(description="Only dashboards of this name.")] = None,
+):
+    """The project's dashboards, oldest first: every one, or those that match every filter given.
+
+    ``?status=starting&status=running&master_id=3`` lists the workers of master 3 that have
+    not ended.
+    """
+    return project.dashboards(
+        status=tuple(status) if status else None, master_id=master_id, name=name
+    )
 
 
 def _body(json_schema: dict, form_schema: dict, *, required: bool) -> dict:
@@ -285,12 +318,39 @@ def list_workers(dashboard_id: DashboardId, project: ThisProject):
 @projects.get(
     "/dashboards/{dashboard_id}/logs",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "headers": {
+                LOG_SIZE: {
+                    "description": "The log's size in bytes when it was read: the offset "
+                    "from which to ask for what comes next.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    },
 )
-def get_logs(dashboard_id: DashboardId, project: ThisProject) -> Response:
-    """The dashboard's output so far, as text, streamed from where the backend keeps it."""
-    _, chunks = project.read_logs(dashboard_id)
-    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+def get_logs(
+    dashboard_id: DashboardId,
+    project: ThisProject,
+    offset: Annotated[
+        int,
+        Query(
+            description="The first byte to send: from the start if 0 or more, from the end if "
+            "negative (-1000: the last 1,000 bytes).",
+        ),
+    ] = 0,
+) -> Response:
+    """The dashboard's output so far, as text, streamed from where its backend keeps it.
+
+    A follower asks again with ``offset`` set to the last ``X-Log-Size``, and gets
+    only what is new.
+    """
+    size, chunks = project.read_logs(dashboard_id, offset)
+    return StreamingResponse(
+        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size)}
+    )
 
 
 docs = APIRouter(dependencies=[Depends(require_auth)], include_in_schema=False)
@@ -352,6 +412,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProjectError)
     async def refused(request, error):
         return answer(error.status, str(error))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_failed(request, error):
+        # Mostly a full disk: the server itself is sound, and says what is wrong.
+        return answer(503, f"the dashboards' database cannot be written: {error}")
 
     @app.exception_handler(Exception)
     async def crashed(request, error):

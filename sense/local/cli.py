@@ -12,12 +12,14 @@ Examples
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 from sense.errors import SenseError
 from sense.local import LocalServer
@@ -32,16 +34,40 @@ examples:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sense`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if args.command is _run:
+        args.args = _script_arguments(argv, args.script, args.args)
     try:
         return args.command(args)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception as error:  # one line for the user, not a traceback
-        if not isinstance(error, (SenseError, OSError)):
+        import sqlite3
+
+        if not isinstance(error, (SenseError, OSError, sqlite3.Error)):
             raise
-        print(f"sense: {error}", file=sys.stderr)
+        print(f"sense: {_explain(error)}", file=sys.stderr)
         return 1
+
+
+def _explain(error: Exception) -> str:
+    """The error, and what to do about it when it is a full disk."""
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    if full or "disk is full" in str(error):
+        return f"{error}: free some space on that disk and try again"
+    return str(error)
+
+
+def _script_arguments(argv: list[str], script: str, rest: list[str]) -> list[str]:
+    """The script's own arguments, as ``python SCRIPT ARGS`` would give them.
+
+    argparse drops a ``--`` that comes right after the script; Python hands it on.
+    """
+    before = argv[: len(argv) - len(rest)]
+    if before[-2:] == [script, "--"]:
+        return ["--", *rest]
+    return rest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    parser.add_argument("--port", type=_port, default=default_port, help="0: any free port")
     parser.add_argument(
-        "--ssh-port", type=int, default=0, help="the dashboards' SSH port (0: any free port)"
+        "--ssh-port", type=_port, default=0, help="the dashboards' SSH port (0: any free port)"
     )
     parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
     parser.add_argument(
@@ -132,6 +158,14 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         help="with --backend ray: the cluster to join, as ray.init(address=...) takes it "
         "(HOST:PORT of the head, or auto)",
     )
+    parser.add_argument(
+        "--log-cap",
+        type=_mebibytes,
+        default=None,
+        metavar="MIB",
+        help="MiB a dashboard's log holds before it is set aside as <id>.log.1 and starts "
+        "anew (default 100; local backend)",
+    )
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +187,10 @@ def _open(args) -> LocalServer:
         if args.backend != "local":
             raise SenseError("--no-prestart goes with --backend local")
         backend_options["prestart"] = False
+    if args.log_cap is not None:
+        if args.backend != "local":
+            raise SenseError("--log-cap goes with --backend local")
+        backend_options["log_cap"] = args.log_cap
     return LocalServer(
         args.project_dir,
         host=getattr(args, "host", "127.0.0.1"),
@@ -163,6 +201,20 @@ def _open(args) -> LocalServer:
         backend=args.backend,
         **backend_options,
     )
+
+
+def _port(text: str) -> int:
+    """``--port``'s value: a TCP port, or 0 for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"should be a port from 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def _mebibytes(text: str) -> int:
+    """``--log-cap``'s value in bytes: a whole number of MiB, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"should be a whole number of MiB, at least 1: {text!r}")
+    return int(text) * 1024 * 1024
 
 
 # -- run and server ------------------------------------------------------------------------------
@@ -188,11 +240,13 @@ def _run(args) -> int:
         follower.start()
         code = _wait_for(project, master["id"])
     finally:
-        # Every dashboard ends first, so that the follower shows their last words.
-        server.project.shutdown()
-        if follower is not None:
-            follower.stop()
-        server.stop()
+        try:
+            # Every dashboard ends first, so that the follower shows their last words.
+            server.project.shutdown()
+            if follower is not None:
+                follower.stop()
+        finally:
+            server.stop()
     return 128 - code if code < 0 else code
 
 
@@ -264,10 +318,12 @@ class _signals:
 # -- ps, logs, stop: a client of a running server -----------------------------------------------
 
 
+#: The listing's filter for dashboards that have not ended.
+_ACTIVE = {"status": ["starting", "running"]}
+
+
 def _ps(args) -> int:
-    dashboards = _request(args, "GET", "/dashboards").json()
-    if not args.all:
-        dashboards = [d for d in dashboards if d["status"] in ("starting", "running")]
+    dashboards = _request(args, "GET", "/dashboards", params=None if args.all else _ACTIVE).json()
     print(f"{'ID':>4}  {'STATUS':<9} {'MASTER':>6}  {'PROJECT IP':<15} {'EXIT':>4}  NAME")
     for d in dashboards:
         master = "" if d["master_id"] is None else d["master_id"]
@@ -280,15 +336,22 @@ def _ps(args) -> int:
 
 
 def _logs(args) -> int:
-    sys.stdout.write(_request(args, "GET", f"/dashboards/{args.id}/logs").text)
+    answer = _request(args, "GET", f"/dashboards/{args.id}/logs", stream=True)
+    # A chunk at a time, as it comes: a log of any size takes little memory.
+    for chunk in answer.iter_content(64 * 1024):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
     return 0
 
 
 def _stop(args) -> int:
     ids = args.ids
     if not ids:
-        dashboards = _request(args, "GET", "/dashboards").json()
-        active = [d for d in dashboards if d["status"] in ("starting", "running")]
+        active = _request(args, "GET", "/dashboards", params=_ACTIVE).json()
+        # The process that runs the server (a shell's, a notebook's) is its master, not a
+        # worker: the API refuses to stop it, and it is not asked to.
+        attached = _find_server(args.project_dir).attached
+        active = [d for d in active if d["id"] != attached]
         # Workers first: stopping the master of `sense run` ends the run, server and all.
         active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
         ids = [d["id"] for d in active]
@@ -309,9 +372,12 @@ def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
     """A request to the project of ``args``; raises SenseError unless ``ok`` is False."""
     import requests
 
-    project_url, auth = _find_server(args.project_dir)
+    project_url, auth, _ = _find_server(args.project_dir)
     try:
-        answer = requests.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
+        with requests.Session() as session:
+            # The server is on this machine: no proxy of the environment may stand between.
+            session.trust_env = False
+            answer = session.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
     except requests.ConnectionError:
         raise SenseError(f"no local Sense server answers at {project_url}") from None
     if ok and not answer.ok:
@@ -326,19 +392,36 @@ def _error_of(answer) -> str:
         return answer.text
 
 
-def _find_server(project_dir: str | None) -> tuple[str, tuple[str, str]]:
-    """The project URL and credentials: from the SENSE_* environment, else from ``.sense/``."""
+class _Server(NamedTuple):
+    project_url: str
+    auth: tuple[str, str]
+    #: The master dashboard that the server's own process is, if any.
+    attached: int | None
+
+
+def _find_server(project_dir: str | None) -> _Server:
+    """Where the server is: from the SENSE_* environment, else from ``.sense/``."""
     from sense.local.statedir import DIRECTORY, StateDir
 
     url = os.environ.get("SENSE_PROJECT_URL")
     token = os.environ.get("SENSE_API_TOKEN") or os.environ.get("SENSE_API_KEY")
     if project_dir is None and url and token:
-        return url, (token, "")
+        # This shell exported a master's variables, as `sense server` prints them.
+        me = os.environ.get("SENSE_DASHBOARD_ID", "")
+        return _Server(url, (token, ""), int(me) if me.isdigit() else None)
     directory = Path(project_dir if project_dir is not None else os.getcwd())
-    record = StateDir(directory).read_server_file() if (directory / DIRECTORY).is_dir() else {}
+    # Only look: a command that asks a server creates nothing, least of all a token.
+    state = StateDir(directory, create=False) if (directory / DIRECTORY).is_dir() else None
+    record = state.read_server_file() if state is not None else {}
     if not record:
         raise SenseError(
             f"no local Sense server is running for {directory.resolve()} "
             "(start one with `sense server` or `sense run SCRIPT`)"
         )
-    return record["project_url"], (StateDir(directory).token(), "")
+    token = state.read_token()
+    if token is None:
+        raise SenseError(
+            f"{state.token_file} is missing or empty: the server of {directory.resolve()} "
+            "cannot be asked without it (restart it with `sense server`)"
+        )
+    return _Server(record["project_url"], (token, ""), record.get("master_id"))

@@ -1,5 +1,9 @@
 """Workers' output on the console of ``sense run``, each line prefixed by who printed it.
 
+Logs are read a chunk at a time and a line is shown in pieces past
+:data:`MAX_LINE` bytes, so that following takes little memory whatever the
+workers print, a long line without an end included.
+
 Example
 -------
 >>> follower = LogFollower(project, sys.stdout, after=1)           # doctest: +SKIP
@@ -10,8 +14,24 @@ Example
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+
+from sense.local.store import ACTIVE
 
 POLL_SECONDS = 0.1
+#: A line longer than this is shown in pieces of this many bytes.
+MAX_LINE = 64 * 1024
+
+
+@dataclass
+class _Tail:
+    """How far the follower has read one dashboard's log."""
+
+    name: str
+    #: Bytes of the log already read.
+    offset: int = 0
+    #: The start of a line whose end has not been read yet.
+    partial: bytes = b""
 
 
 class LogFollower:
@@ -20,7 +40,7 @@ class LogFollower:
     Parameters
     ----------
     project : LocalProject
-        Whose dashboards to follow; their output comes through its backend.
+        Whose dashboards to follow.
     out : text file
         Where the prefixed lines go.
     after : int
@@ -32,9 +52,10 @@ class LogFollower:
         self.project = project
         self.out = out
         self.after = after
-        self._offsets: dict[int, int] = {}
-        self._partial: dict[int, bytes] = {}
-        self._names: dict[int, str] = {}
+        #: The dashboards followed: those that had not ended at the last poll.
+        self._tails: dict[int, _Tail] = {}
+        #: The newest dashboard seen: any later one is new, even if it has ended already.
+        self._newest = after
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sense-log-follower", daemon=True)
 
@@ -46,36 +67,53 @@ class LogFollower:
         self._stopping.set()
         self._thread.join()
         self.poll()
-        for dashboard_id, rest in sorted(self._partial.items()):
-            if rest:
-                self._print(dashboard_id, rest)
-        self._partial.clear()
+        for tail in self._tails.values():
+            self._print_rest(tail)
 
     def _run(self) -> None:
         while not self._stopping.wait(POLL_SECONDS):
             self.poll()
 
     def poll(self) -> None:
-        """Copy the lines written since the last poll."""
-        for dashboard in self.project.dashboards():
-            if dashboard["id"] > self.after:
-                self._copy(dashboard)
+        """Copy the lines written since the last poll by the dashboards that run or just ended.
 
-    def _copy(self, dashboard: dict) -> None:
-        dashboard_id = dashboard["id"]
-        _, chunks = self.project.read_logs(dashboard_id, self._offsets.get(dashboard_id, 0))
-        data = b"".join(chunks)
-        if not data:
-            return
-        self._offsets[dashboard_id] = self._offsets.get(dashboard_id, 0) + len(data)
-        *lines, rest = (self._partial.pop(dashboard_id, b"") + data).split(b"\n")
-        self._partial[dashboard_id] = rest
-        who = "worker" if dashboard["master_id"] is not None else "dashboard"
-        self._names[dashboard_id] = f"{who} {dashboard_id}"
-        for line in lines:
-            self._print(dashboard_id, line)
-
-    def _print(self, dashboard_id: int, line: bytes) -> None:
-        text = line.decode(errors="replace").rstrip("\r")
-        self.out.write(f"[{self._names[dashboard_id]}] {text}\n")
+        Two small listings, not the project's history: the dashboards that have not
+        ended, and those newer than the last poll (a short job may have ended already).
+        """
+        active = self.project.dashboards(status=ACTIVE, after=self.after)
+        new = self.project.dashboards(after=self._newest)
+        for dashboard in active + new:
+            if dashboard["id"] not in self._tails:
+                who = "worker" if dashboard["master_id"] is not None else "dashboard"
+                self._tails[dashboard["id"]] = _Tail(f"{who} {dashboard['id']}")
+            self._newest = max(self._newest, dashboard["id"])
+        still_active = {d["id"] for d in active + new if d["status"] in ACTIVE}
+        for dashboard_id, tail in sorted(self._tails.items()):
+            # An ended dashboard's log is complete: this copy holds its last words.
+            self._copy(dashboard_id, tail)
+            if dashboard_id not in still_active:
+                del self._tails[dashboard_id]
+                self._print_rest(tail)
         self.out.flush()
+
+    def _copy(self, dashboard_id: int, tail: _Tail) -> None:
+        _, chunks = self.project.read_logs(dashboard_id, tail.offset)
+        for chunk in chunks:
+            tail.offset += len(chunk)
+            *lines, tail.partial = (tail.partial + chunk).split(b"\n")
+            for line in lines:
+                self._print(tail, line)
+            while len(tail.partial) > MAX_LINE:
+                self._print(tail, tail.partial[:MAX_LINE])
+                tail.partial = tail.partial[MAX_LINE:]
+
+    def _print_rest(self, tail: _Tail) -> None:
+        """Print the unfinished last line of a dashboard that has ended, if any."""
+        if tail.partial:
+            self._print(tail, tail.partial)
+            tail.partial = b""
+        self.out.flush()
+
+    def _print(self, tail: _Tail, line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip("\r")
+        self.out.write(f"[{tail.name}] {text}\n")

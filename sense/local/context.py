@@ -15,7 +15,7 @@ Example
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,9 +38,9 @@ class Project:
     owner_id: str
     project_id: str
     api_url: str
-    token: str
+    token: str = field(repr=False)
     #: The SSH endpoint of every dashboard; None where the backend offers none.
-    ssh: SshAccess | None = None
+    ssh: SshAccess | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:

@@ -7,80 +7,71 @@ The local backend starts it by file path with the server's Python::
 so that neither ``sense`` nor anything of the server stack is imported: a
 worker starts about as fast as bare Python. Standard library only.
 
+Two processes: the guardian and the job
+---------------------------------------
+Once it has its job, the engine forks. The child runs the job; the parent,
+the *guardian*, stays small and answers the server whatever the job does (it
+may ignore SIGTERM, hold the GIL, or end by ``os._exit``). On Linux the
+guardian is a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every
+process the job starts stays below it, whatever session or process group it
+moves to, since orphans come back to the guardian instead of to init. When
+the job has ended, the guardian kills every process still below it, reaps
+them, and only then exits, with the job's exit status: nothing started by a
+dashboard outlives it. Outside Linux, the process group is what the guardian
+and the server can reach.
+
+Not covered: a SIGKILL of the guardian itself. The job dies with it
+(``PR_SET_PDEATHSIG``) and the server kills the process group, but a
+process of the job that left the group lives on.
+
+The channel
+-----------
 File descriptor ``--fd`` is this end of a socket pair whose other end the
 server holds for the dashboard's whole life. Over it the engine
 
 1. says ``R`` (ready), then reads one JSON line: the job
-   (``{"code": ...}``, ``{"script": ..., "argv": [...]}`` or ``{}`` to idle);
-2. watches it until end of file. The server never writes again, so end of
-   file means the server is gone (even by SIGKILL): the engine then kills
-   its whole process group, so that no worker outlives its server.
+   (``{"code": ..., "file": ...}``, ``{"script": ..., "argv": [...]}`` or
+   ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
+   goes to a console (when they are given, the guardian copies the job's
+   output into that log: see :class:`_Log`);
+2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
+   or ``kill`` (SIGKILL to every one). End of file means the server is gone
+   (even by SIGKILL): every process of the job is killed.
 
-The job runs as ``__main__`` in this process, with the project directory
-(the working directory) first on ``sys.path``. The process ends when the job
-ends: exit status 0, the job's own ``SystemExit`` status, or 1 after an
-uncaught exception (its traceback goes to the log). Without a job it idles
-until stopped. SIGTERM becomes ``SystemExit(143)`` so that ``finally``
-blocks and ``atexit`` handlers of the job still run when it is stopped.
+The job
+-------
+It runs as Python would run it: startup code as ``python -c CODE`` (its
+own ``__main__`` module, ``sys.argv == ["-c"]``), a script as ``python
+SCRIPT`` (``__file__``, its directory first on ``sys.path``), with the
+project directory (the working directory) on ``sys.path`` too. It ends as
+Python would end it: exit status 0, the job's own ``SystemExit`` status, or
+1 after an uncaught exception (its traceback goes to the log). Without a
+job it idles until stopped. SIGTERM becomes ``SystemExit(143)`` so that
+``finally`` blocks and ``atexit`` handlers of the job still run when it is
+stopped.
 """
 
+import builtins
+import contextlib
+import importlib.machinery
+import io
 import json
 import os
 import signal
 import socket
 import sys
 import threading
+import types
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
-
-
-def _kill_group_at_eof(channel):
-    """Block until the server's end closes, then end this process group."""
-    while channel.read(1):
-        pass
-    os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-def _terminate(signum, frame):
-    sys.exit(STOPPED_BY_SIGTERM)
-
-
-def _run_job(job):
-    """Run the job as ``__main__``; return the exit status."""
-    import runpy
-
-    try:
-        if "code" in job:
-            sys.argv = ["-c"]
-            code = compile(job["code"], "<startup_code>", "exec")
-            exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-        elif "script" in job:
-            sys.argv = [job["script"], *job.get("argv", [])]
-            # As `python SCRIPT` would, so that modules beside the script import too.
-            sys.path.insert(1, os.path.dirname(os.path.abspath(job["script"])))
-            runpy.run_path(job["script"], run_name="__main__")
-        else:
-            while True:
-                signal.pause()
-    except SystemExit as stop:
-        return _exit_status(stop.code)
-    except BaseException as error:
-        import traceback  # only when needed: it costs every worker's start-up 4 ms
-
-        # Leave out this engine's own frame: the user's code is what matters.
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-        return 128 + signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
-    return 0
-
-
-def _exit_status(code):
-    """The process exit status that ``sys.exit(code)`` would give."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+#: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
+JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+ORDERS = {b"stop\n": signal.SIGTERM, b"kill\n": signal.SIGKILL}
+#: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
+LINUX = sys.platform.startswith("linux")
+# prctl(2) options, from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def main(argv):
@@ -89,18 +80,290 @@ def main(argv):
     sock = socket.socket(fileno=fd)
     channel = sock.makefile("rb")
     sock.sendall(b"R")
+    # While the server records this dashboard running (ctypes takes a millisecond or more).
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     line = channel.readline()
     if not line:
         return 1  # the server went away before handing over the job
     job = json.loads(line)
-    threading.Thread(target=_kill_group_at_eof, args=(channel,), daemon=True).start()
+    log = _Log(job["log"], job["log_cap"]) if "log" in job else None
+    guardian = os.getpid()
+    # Blocked across the fork: a stop or a Ctrl-C waits until each process is ready for it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
+    job_pid = os.fork()
+    if job_pid == 0:
+        channel.close()
+        sock.close()
+        return _be_the_job(job, log, guardian)
+    _guard(job_pid, channel, log)
+
+
+def _be_the_job(job, log, guardian):
+    """In the forked process: run the job; its exit status."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != guardian:
+        return 1  # the guardian is gone already: so is the dashboard
+    if log is not None:
+        log.give_to_job()
     # The project directory replaces this file's directory as the first import path.
     sys.path[0] = os.getcwd()
-    return _run_job(job)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+    _run_job(job)
+    return 0
+
+
+def _guard(job_pid, channel, log):
+    """In the engine's own process: watch over the job, end everything it left, and exit as
+    the job did."""
+    for signum in JOB_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
+    threading.Thread(target=_obey, args=(channel,), daemon=True).start()
+    if log is not None:
+        log.start_copying()
+    status = _reap_until(job_pid)
+    _end_descendants()
+    if log is not None:
+        log.finish()
+    _exit_as(status)
+
+
+# -- the guardian --------------------------------------------------------------------------------
+
+
+def _prctl(option, value):
+    """Set a process attribute of Linux's prctl(2); nothing elsewhere."""
+    if LINUX:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _obey(channel):
+    """Carry out the server's orders until it is gone; then kill every process of the job."""
+    for order in channel:
+        if order in ORDERS:
+            _signal_descendants(ORDERS[order])
+    _signal_descendants(signal.SIGKILL)
+
+
+def _reap_until(job_pid):
+    """Reap children until the job's process ends; its wait status.
+
+    Orphans of the job come back to the guardian: reaping them as they end
+    leaves no zombie behind while the job runs.
+    """
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == job_pid:
+            return status
+
+
+def _end_descendants():
+    """SIGKILL every process below this one, and reap them, until none is left.
+
+    A process may start another just before it is killed; that one comes back
+    to the guardian when its parent dies, and the next round finds it.
+    Outside Linux the server kills the process group once the guardian is gone.
+    """
+    while LINUX:
+        _signal_descendants(signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _signal_descendants(signum):
+    """Send ``signum`` to every process below this one (outside Linux: to the process group)."""
+    if not LINUX:
+        os.killpg(os.getpgrp(), signum)  # the guardian included, unless it ignores signum
+        return
+    for pid in _descendants():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _descendants():
+    """The pids of every process below this one, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                # The command name may hold spaces and parentheses: count fields after its end.
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    found, below = [], [os.getpid()]
+    while below:
+        for child in children.get(below.pop(), ()):
+            found.append(child)
+            below.append(child)
+    return found
+
+
+def _exit_as(status):
+    """End this process as the job's ended: the same exit status, or the same signal."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        os._exit(code)
+    signum = -code
+    import resource
+
+    # Die of the job's signal, without a core dump of the guardian's own.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    if signum != signal.SIGKILL:  # the one signal that has no handler to reset
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default is not to end the process
+
+
+class _Log:
+    """The job's output (a pipe), copied by the guardian into the log, which the server opened
+    as this process's standard output.
+
+    Once the log reaches ``cap`` bytes it is renamed ``<log>.1`` (replacing an
+    earlier one) and a new log starts: a dashboard's output never takes more
+    than twice its cap on disk, and its latest part is always there. Output
+    that cannot be written (a full disk) is dropped; the job goes on.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, path, cap):
+        self.path = path
+        self.cap = cap
+        self.size = os.fstat(1).st_size
+        self.read_end, self.write_end = os.pipe()
+        self.copier = threading.Thread(target=self._copy, daemon=True)
+
+    def give_to_job(self):
+        """In the job: standard output and error go into the pipe."""
+        for fd in (1, 2):
+            os.dup2(self.write_end, fd)
+        os.close(self.write_end)
+        os.close(self.read_end)
+
+    def start_copying(self):
+        """In the guardian: copy the pipe into the log until every writer has closed it."""
+        os.close(self.write_end)
+        self.copier.start()
+
+    def finish(self):
+        """Wait for the last of the output (every process of the job has ended by now)."""
+        self.copier.join(5)
+
+    def _copy(self):
+        while chunk := os.read(self.read_end, self.CHUNK):
+            try:
+                if self.size and self.size + len(chunk) > self.cap:
+                    self._start_anew()
+                os.write(1, chunk)
+                self.size += len(chunk)
+            except OSError:
+                pass  # nowhere to write it: dropped
+
+    def _start_anew(self):
+        os.replace(self.path, self.path + ".1")
+        new = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(self.path, new, 0o600)
+        # Standard error too: whatever the guardian itself has to say goes to the new log.
+        for standard in (1, 2):
+            os.dup2(fd, standard)
+        os.close(fd)
+        self.size = 0
+
+
+# -- the job -------------------------------------------------------------------------------------
+
+
+def _terminate(signum, frame):
+    sys.exit(STOPPED_BY_SIGTERM)
+
+
+def _run_job(job):
+    """Run the job as ``__main__``; its ``SystemExit`` or error ends this process as in Python."""
+    if "code" in job:
+        _run_code(job["code"], job.get("file"))
+    elif "script" in job:
+        _run_script(job["script"], job.get("argv", []))
+    else:
+        while True:
+            signal.pause()
+
+
+def _run_code(source, saved_at):
+    """Run ``source`` as ``python -c SOURCE`` would.
+
+    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines) and
+    ``sys.argv`` is ``["-c"]``. ``saved_at``, the same code in a file, is the module's
+    ``__file__`` for multiprocessing alone (see :func:`_code_module`).
+    """
+    sys.argv = ["-c"]
+    code = compile(source, "<startup_code>", "exec")
+    main = _code_module(saved_at)
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _code_module(saved_at):
+    """An empty ``__main__`` whose globals hold no ``__file__``, as under ``python -c``.
+
+    The module object answers ``__file__`` all the same: multiprocessing's
+    spawn and forkserver methods read it to re-create ``__main__`` in their
+    processes, so that functions the code defines reach a ``Pool`` there.
+    """
+
+    class CodeModule(types.ModuleType):
+        __file__ = property(lambda module: saved_at)
+
+    main = CodeModule("__main__")
+    main.__builtins__ = builtins
+    return main
+
+
+def _run_script(path, argv):
+    """Run the script at ``path`` as ``python PATH ARGV...`` would.
+
+    ``sys.argv[0]`` is the path as given, ``__file__`` the absolute path, and
+    the script's directory comes first on ``sys.path`` (the project directory
+    stays next, as the README promises).
+    """
+    sys.argv = [path, *argv]
+    absolute = os.path.abspath(path)
+    sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+    with io.open_code(absolute) as file:
+        code = compile(file.read(), absolute, "exec")
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=absolute,
+        __cached__=None,
+        __builtins__=builtins,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", absolute),
+    )
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _report_uncaught(kind, error, trace):
+    """Python's own report of an uncaught exception, without this engine's frames.
+
+    Nor the prestarted engine's, which runs this file in the dashboards it forks.
+    """
+    own = (__file__, os.path.join(os.path.dirname(__file__), "forkserver.py"))
+    while trace is not None and trace.tb_frame.f_code.co_filename in own:
+        trace = trace.tb_next
+    # Python shows the traceback the exception carries, whatever the argument says.
+    sys.__excepthook__(kind, error.with_traceback(trace), trace)
 
 
 if __name__ == "__main__":
-    status = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(status)
+    # Python itself ends the process after the job, as after `python -c`: it reports an
+    # uncaught exception (exit status 1), prints a sys.exit() message, and flushes the
+    # standard streams only if the job left them open.
+    sys.excepthook = _report_uncaught
+    sys.exit(main(sys.argv))

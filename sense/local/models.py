@@ -86,7 +86,11 @@ class LaunchRequest(BaseModel):
     name: str = ""
     engine: str = Field(DEFAULT_ENGINE, min_length=1)
     size: Size = "small"
-    startup_script: str = ""
+    startup_script: str = Field(
+        "",
+        description="A Python file in the project folder, as a path relative to it; a launch "
+        "naming anything else is a 422.",
+    )
     startup_code: str = ""
     env: dict[str, str] = Field(
         default_factory=dict,

@@ -14,6 +14,7 @@ Example
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -84,7 +85,9 @@ class LocalProject:
         # Dashboards whose launch is under way: a stop waits for the launch to finish, so
         # that it always has a process to end (no dashboard recorded ended that still runs).
         self._launching: dict[int, threading.Event] = {}
+        #: Held to create a dashboard, so that a stop sees it and its launch together.
         self._lock = threading.Lock()
+        self._closed = False
         backend.subscribe(self._on_running, self._on_exit)
         self._end_leftovers()
 
@@ -146,12 +149,12 @@ class LocalProject:
         refusal = self.backend.refusal(request.engine, request.size)
         if refusal is not None:
             raise Unprocessable(refusal)
-        if request.master_id is not None:
-            self._check_master(request.master_id)
+        if request.startup_script:
+            self._check_script(request.startup_script)
         fields = request.model_dump()
         fields["name"] = fields["name"] or ("worker" if request.master_id else "master")
         limit = self.backend.capacity()
-        row = self._new_row("api", fields, limit=limit)
+        row = self._new_row("api", fields, limit=limit, master_id=request.master_id)
         if row is None:
             raise QuotaExceeded(
                 f"{limit} dashboards are running, the most this server allows (raise it with "
@@ -196,6 +199,23 @@ class LocalProject:
         self._launched(row["id"])
         return self.public(row)
 
+    def _check_script(self, script: str) -> None:
+        """A 422 naming the field unless ``script`` is a file in the project folder."""
+        if "\0" in script:
+            raise Unprocessable(f"startup_script: {script!r} holds a NUL character, as no path may")
+        project = os.path.realpath(self.info.directory)
+        path = os.path.realpath(os.path.join(project, script))
+        if os.path.commonpath([project, path]) != project:
+            raise Unprocessable(
+                f"startup_script: {script!r} is not in the project folder {project}"
+            )
+        if not os.path.isfile(path):
+            problem = "a directory" if os.path.isdir(path) else "not there"
+            raise Unprocessable(
+                f"startup_script: {script!r} is {problem}: it should be a Python file in the "
+                "project folder"
+            )
+
     def _check_master(self, master_id: int) -> None:
         master = self.store.get(master_id)
         if master is None or master["status"] != "running":
@@ -206,9 +226,20 @@ class LocalProject:
                 "launches workers"
             )
 
-    def _new_row(self, kind: str, fields: dict, limit: int | None = None) -> dict | None:
-        """Store a new dashboard, ``starting``, and note that its launch is under way."""
+    def _new_row(
+        self, kind: str, fields: dict, limit: int | None = None, master_id: int | None = None
+    ) -> dict | None:
+        """Store a new dashboard, ``starting``, and note that its launch is under way.
+
+        Under the lock, with the master's check: a master's end is recorded under it too,
+        so a worker launched under it is either stored before (and stopped with it) or
+        refused (its master is not running).
+        """
         with self._lock:
+            if self._closed:
+                raise Conflict("the server is stopping: it launches nothing more")
+            if master_id is not None:
+                self._check_master(master_id)
             row = self.store.insert(
                 status="starting",
                 kind=kind,
@@ -238,16 +269,16 @@ class LocalProject:
 
     def stop(self, dashboard_id: int) -> dict:
         """Stop a dashboard (and, if it is a master, its workers); stopping an ended one is fine."""
+        with self._lock:
+            launching = self._launching.get(dashboard_id)
+        if launching is not None:
+            launching.wait()  # the backend knows it once this is set: it can stop it
         row = self.get(dashboard_id)
         if row["kind"] == "attached" and row["status"] in ACTIVE:
             raise Conflict(
                 f"dashboard {dashboard_id} is the process that runs this server: end it with "
                 "sense.local.stop() or by stopping the server"
             )
-        with self._lock:
-            launching = self._launching.get(dashboard_id)
-        if launching is not None:
-            launching.wait()
         if row["status"] in ACTIVE:
             self.backend.stop(dashboard_id)
             # A dashboard whose process never came up has no end to report: record it here.
@@ -259,6 +290,11 @@ class LocalProject:
 
     def shutdown(self) -> None:
         """Stop every dashboard; the attached master, if any, is marked stopped."""
+        with self._lock:
+            self._closed = True  # what launches now is refused; what is launching, awaited
+            launches = list(self._launching.values())
+        for launch in launches:
+            launch.wait()
         self.backend.shutdown()
         for row in self.store.select(status=ACTIVE):
             self.store.update(row["id"], only_if_status=ACTIVE, status="stopped", stopped_at=now())
@@ -280,7 +316,8 @@ class LocalProject:
 
     def _on_exit(self, dashboard_id: int, exit_code: int | None, reason: str) -> None:
         status = "stopped" if reason == "stopped" or exit_code == 0 else "failed"
-        row = self.store.end(dashboard_id, status, exit_code)
+        with self._lock:  # see _new_row
+            row = self.store.end(dashboard_id, status, exit_code)
         if row is not None and row["master_id"] is None:
             # A master's workers end with it; not in this thread, which the backend needs.
             threading.Thread(target=self._stop_workers_of, args=(dashboard_id,)).start()

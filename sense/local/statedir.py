@@ -1,5 +1,11 @@
 """The ``.sense/`` directory of a local project: database, logs, token, lock.
 
+Everything in it must be the current user's and writable by nobody else:
+the token lets whoever reads it run code, and the server runs the code and
+appends to the logs it finds there. So a ``.sense/`` that another user
+could have planted (say in a world-writable folder) is refused before
+anything in it is read, and files are never opened through a symbolic link.
+
 Example
 -------
 >>> state = StateDir("/tmp/myproject")            # doctest: +SKIP
@@ -8,10 +14,12 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from sense.errors import SenseError
@@ -23,6 +31,10 @@ class ProjectBusyError(SenseError):
     """Another local server already serves this project directory."""
 
 
+class UntrustedStateError(SenseError):
+    """The project's ``.sense/``, or something in it, could be another user's: it is not used."""
+
+
 class StateDir:
     """Paths and files under ``<project>/.sense/``, created on first use.
 
@@ -30,41 +42,76 @@ class StateDir:
     ----------
     project_dir : str or Path
         The project directory; ``.sense/`` is made inside it, readable by its owner only.
+    create : bool
+        Make what is missing (a server does); without it, only look (``sense ps`` does).
+
+    Raises
+    ------
+    UntrustedStateError
+        ``.sense/`` or an entry in it is not the current user's, is writable by
+        others, or is a symbolic link.
     """
 
-    def __init__(self, project_dir: str | os.PathLike) -> None:
+    def __init__(self, project_dir: str | os.PathLike, *, create: bool = True) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.path = self.project_dir / DIRECTORY
         self.log_dir = self.path / "logs"
+        self.code_dir = self.path / "code"
         self.db_path = self.path / "sense.db"
         self.server_file = self.path / "server.json"
+        self.token_file = self.path / "token"
         self._lock_fd: int | None = None
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.path, 0o700)
-        ignore = self.path / ".gitignore"
-        if not ignore.exists():
-            # The state of a run has no place in the project's version control.
-            ignore.write_text("*\n")
+        if create:
+            self.project_dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.path, 0o700)
+        # First .sense/ itself: once it is ours and closed to others, nobody else can put
+        # anything in it, and what this process creates there is safe.
+        _check_trusted(self.path)
+        if create:
+            for directory in (self.log_dir, self.code_dir):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(directory, 0o700)
+        for entry in _entries(self.path):
+            _check_trusted(entry)
+        if create:
+            with contextlib.suppress(FileExistsError):
+                # The state of a run has no place in the project's version control.
+                create_new(self.path / ".gitignore", b"*\n")
+            with contextlib.suppress(FileExistsError):
+                # Made here with mode 0600: sqlite gives its journal files the database's mode.
+                create_new(self.db_path, b"")
 
     def log_path(self, dashboard_id: int) -> Path:
         """Where dashboard ``dashboard_id`` writes its output."""
         return self.log_dir / f"{dashboard_id}.log"
 
+    def code_path(self, dashboard_id: int) -> Path:
+        """Where dashboard ``dashboard_id``'s startup code is saved while it runs."""
+        return self.code_dir / f"{dashboard_id}.py"
+
     def token(self) -> str:
         """The project's API token: read from ``token``, or made and saved with mode 0600."""
-        path = self.path / "token"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            os.chmod(path, 0o600)
-            token = path.read_text().strip()
-            if token:
-                return token
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            with open_no_link(self.token_file) as file:
+                os.fchmod(file.fileno(), 0o600)
+                token = file.read().decode().strip()
+        except FileNotFoundError:
+            token = ""
+        if token:
+            return token
         token = secrets.token_urlsafe(32)
-        with os.fdopen(fd, "w") as file:
-            file.write(token + "\n")
+        self.token_file.unlink(missing_ok=True)  # an empty one, which a crash may leave
+        create_new(self.token_file, token.encode() + b"\n")
         return token
+
+    def read_token(self) -> str | None:
+        """The saved token, or None if there is none yet; nothing is created or changed."""
+        try:
+            with open_no_link(self.token_file) as file:
+                return file.read().decode().strip() or None
+        except FileNotFoundError:
+            return None
 
     def lock(self) -> None:
         """Hold the project for this process until it ends (the kernel lets go even after SIGKILL).
@@ -74,7 +121,7 @@ class StateDir:
         ProjectBusyError
             Another process holds it: two servers on one project would kill each other's workers.
         """
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,18 +139,73 @@ class StateDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def write_server_file(self, url: str, project_url: str) -> None:
-        """Tell the ``sense ps``/``logs``/``stop`` commands where the running server is."""
-        record = {"url": url, "project_url": project_url, "pid": os.getpid()}
-        self.server_file.write_text(json.dumps(record) + "\n")
+    def write_server_file(self, url: str, project_url: str, master_id: int | None = None) -> None:
+        """Tell the ``sense ps``/``logs``/``stop`` commands where the running server is, and
+        which master dashboard its own process is, if any."""
+        record = {
+            "url": url,
+            "project_url": project_url,
+            "pid": os.getpid(),
+            "master_id": master_id,
+        }
+        self.server_file.unlink(missing_ok=True)
+        create_new(self.server_file, json.dumps(record).encode() + b"\n")
 
     def read_server_file(self) -> dict:
         """What :meth:`write_server_file` wrote, or ``{}``."""
         try:
-            return json.loads(self.server_file.read_text())
+            with open_no_link(self.server_file) as file:
+                return json.loads(file.read())
         except (OSError, ValueError):
             return {}
 
     def remove_server_file(self) -> None:
         """The server is gone."""
         self.server_file.unlink(missing_ok=True)
+
+
+_OPEN_FLAGS = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT}
+
+
+def open_no_link(path: str | os.PathLike, mode: str = "rb"):
+    """``open(path, mode)`` for ``"rb"`` or ``"ab"``, refusing a symbolic link; new files get 0600.
+
+    Raises ``OSError`` (``ELOOP``) for a link: output never goes through one into another file.
+    """
+    return os.fdopen(os.open(path, _OPEN_FLAGS[mode] | os.O_NOFOLLOW, 0o600), mode)
+
+
+def create_new(path: str | os.PathLike, data: bytes) -> None:
+    """Make ``path`` with ``data``, mode 0600; ``FileExistsError`` if anything is there already."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def _entries(directory: Path):
+    """Every path under ``directory``, at any depth, without following symbolic links."""
+    with os.scandir(directory) as found:
+        for entry in found:
+            yield Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                yield from _entries(Path(entry.path))
+
+
+def _check_trusted(path: Path) -> None:
+    """Refuse ``path`` unless it is the current user's, writable by nobody else, and no link."""
+    info = os.lstat(path)
+    me = os.geteuid()
+    if stat.S_ISLNK(info.st_mode):
+        problem, remedy = "is a symbolic link", f"remove {path}"
+    elif info.st_uid != me:
+        problem = f"belongs to user id {info.st_uid}, not to you (user id {me})"
+        remedy = f"remove {path}"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+        remedy = f"check it, then `chmod -R go-w {path}`"
+    else:
+        return
+    raise UntrustedStateError(
+        f"{path} {problem}: refusing to use this project's state, which another user could "
+        f"have planted; {remedy}"
+    )

@@ -21,6 +21,8 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
+from sense.errors import SenseError
+
 ACTIVE = ("starting", "running")
 _ACTIVE_SQL = ", ".join("?" for _ in ACTIVE)
 
@@ -50,6 +52,10 @@ CREATE TABLE IF NOT EXISTS dashboards (
 _JSON_COLUMNS = ("size", "env", "public_port_mapping", "handle")
 
 
+class StoreError(SenseError):
+    """The dashboards' database cannot be used."""
+
+
 def now() -> str:
     """The current UTC time as ISO 8601 ending in ``Z``."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -68,6 +74,18 @@ class Store:
     def __init__(self, path) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            remedy = (
+                "free some space and start again"
+                if "full" in str(error)
+                else "if it is damaged, move it away and start again (with an empty history)"
+            )
+            raise StoreError(f"{path} cannot be used ({error}): {remedy}") from None
+
+    def _prepare(self) -> None:
         self._db.row_factory = sqlite3.Row
         # A write-ahead log, synced at checkpoints rather than at every commit: a
         # launch makes several small writes, and an fsync each (milliseconds, more
@@ -77,6 +95,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        # What the listings filter on (the log follower of `sense run` asks ten times a second).
+        self._db.execute("CREATE INDEX IF NOT EXISTS dashboards_by_status ON dashboards (status)")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS dashboards_by_master ON dashboards (master_id)"
+        )
         self._as_json = _json_select(self._db)
 
     def close(self) -> None:
@@ -155,15 +178,29 @@ class Store:
         with self._lock:
             return self._get(dashboard_id)
 
-    def select(self, *, status=None, master_id=None, kind=None) -> list[dict]:
-        """The dashboards matching every condition given (a tuple means any of), oldest first."""
+    def select(
+        self, *, status=None, master_id=None, kind=None, name=None, after: int | None = None
+    ) -> list[dict]:
+        """The dashboards matching every condition given, oldest first.
+
+        A tuple means any of its values; ``after`` keeps the ids greater than it.
+        """
         conditions, values = [], []
-        for column, wanted in (("status", status), ("master_id", master_id), ("kind", kind)):
+        wanted_columns = (
+            ("status", status),
+            ("master_id", master_id),
+            ("kind", kind),
+            ("name", name),
+        )
+        for column, wanted in wanted_columns:
             if wanted is None:
                 continue
             wanted = wanted if isinstance(wanted, tuple) else (wanted,)
             conditions.append(f"{column} IN ({', '.join('?' for _ in wanted)})")
             values += list(wanted)
+        if after is not None:
+            conditions.append("id > ?")
+            values.append(after)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
             if self._as_json is not None:

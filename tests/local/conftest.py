@@ -51,6 +51,8 @@ def runs_an_engine(process: psutil.Process) -> bool:
 def engine_processes(under: Path) -> list[psutil.Process]:
     """The processes running the worker engine in a project under ``under``.
 
+    Two for each dashboard: the engine, and the job it forked.
+
     Matched by working directory, not by parentage: a worker whose server was
     killed belongs to init, and other sessions on this machine run workers too.
     (The prestarted engine itself runs in ``/``: it is not one of them.)

@@ -119,10 +119,14 @@ def test_stop_ends_the_whole_process_group_of_a_worker(contract_api):
     assert not child.is_running()
 
 
-def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(contract_api):
+@pytest.mark.parametrize("which", ["job", "engine"])
+def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(contract_api, which):
     worker = contract_api.launch(startup_code=IDLE)
     contract_api.wait_status(worker["id"], "running")
-    dashboard_process(contract_api, worker["id"]).send_signal(signal.SIGKILL)
+    engine = dashboard_process(contract_api, worker["id"])
+    # The job is the process that runs the worker's code; the engine forked it and watches it.
+    [job] = wait_for(engine.children)
+    (job if which == "job" else engine).send_signal(signal.SIGKILL)
     failed = contract_api.wait_status(worker["id"], "failed")
     assert failed["exit_code"] == -signal.SIGKILL
     assert failed["stopped_at"].endswith("Z")

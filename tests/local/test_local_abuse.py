@@ -38,6 +38,8 @@ OPERATIONS = [
 ]
 #: The project's directory name, and so its id: one that no error message would say by chance.
 TARGET = "abuse-target"
+#: A startup script of the project: a launch names a file of the project, or is a 422.
+SCRIPT = "job.py"
 
 
 @pytest.fixture
@@ -45,6 +47,7 @@ def target(tmp_path):
     """A server with a low quota (a successful launch starts a real process), attached."""
     directory = tmp_path / TARGET
     directory.mkdir()
+    (directory / SCRIPT).write_text("pass\n")
     with LocalServer(directory, grace=1.0, max_workers=2) as running:
         running.attach(set_environ=False)
         yield running
@@ -105,8 +108,14 @@ def api_schema(target, auth):
         return st.one_of(options)
 
     def flatmap_body(context, body):
+        if not isinstance(body, dict):
+            return st.just(body)
+        # A generated path names no file of the project, which the launch refuses (422); as
+        # JSON Schema cannot say so, a path given is the project's script.
+        if isinstance(body.get("startup_script"), str) and body["startup_script"]:
+            body = {**body, "startup_script": SCRIPT}
         # A generated master_id is a 409; the real master's id launches a worker.
-        if not (isinstance(body, dict) and "master_id" in body):
+        if "master_id" not in body:
             return st.just(body)
         master = str(master_id) if isinstance(body["master_id"], str) else master_id
         return st.sampled_from([body, {**body, "master_id": master}])

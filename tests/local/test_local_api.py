@@ -9,6 +9,7 @@ import requests
 from conftest import Api
 
 from sense.local import LocalServer
+from sense.local.app import Credentials
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +54,52 @@ def test_dashboards_are_listed_with_or_without_a_trailing_slash(api, server):
     slashed = api("GET", "/dashboards/").json()
     assert plain == slashed
     assert [d["id"] for d in plain] == [server.master["id"]]
+
+
+def test_dashboards_are_filtered_by_status_master_and_name_all_at_once(api, server):
+    master = server.master["id"]
+    other = api.launch(master_id=None, name="other")["id"]
+    api.wait_status(other, "running")
+    idle = api.launch(name="idle")["id"]
+    done = api.launch(name="done", startup_code="pass")["id"]
+    theirs = api.launch(master_id=other, name="idle")["id"]
+    api.wait_status(done, "stopped")
+    for dashboard_id in (idle, theirs):
+        api.wait_status(dashboard_id, "running")
+
+    def ids(**query):
+        answer = api("GET", "/dashboards", params=query)
+        assert answer.status_code == 200, answer.text
+        return [d["id"] for d in answer.json()]
+
+    assert ids() == [master, other, idle, done, theirs]
+    assert ids(status="stopped") == [done]
+    assert ids(status=["stopped", "running"]) == [master, other, idle, done, theirs]
+    assert ids(master_id=master) == [idle, done]
+    assert ids(name="idle") == [idle, theirs]
+    assert ids(name="idle", master_id=other) == [theirs]
+    assert ids(name="idle", status="stopped") == []
+    assert ids(status="running", master_id=master, name="idle") == [idle]
+    assert ids(master_id=999) == []
+    for dashboard_id in (other, idle):
+        api("PUT", f"/dashboards/{dashboard_id}/stop")
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"status": "sleeping"}, "status"),
+        ({"status": ["running", "done"]}, "status"),
+        ({"master_id": "three"}, "master_id"),
+        ({"master_id": "0"}, "master_id"),
+        ({"stauts": "running"}, "'stauts': not a query parameter"),
+    ],
+    ids=["status", "one-status-of-two", "master-id", "master-id-0", "misspelt"],
+)
+def test_a_bad_filter_is_refused_naming_the_parameter(api, query, named):
+    answer = api("GET", "/dashboards", params=query)
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(named)
 
 
 def test_a_launch_answers_201_with_a_dashboard_shaped_as_the_spec_says(api, server):
@@ -293,3 +340,42 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     assert {"Dashboard", "Error"} <= set(schema["components"]["schemas"])
     launch = paths[f"{prefix}/dashboards"]["post"]["requestBody"]["content"]
     assert "startup_code" in launch["application/json"]["schema"]["properties"]
+    listing = paths[f"{prefix}/dashboards"]["get"]
+    assert {p["name"] for p in listing["parameters"] if p["in"] == "query"} == {
+        "status",
+        "master_id",
+        "name",
+    }
+    logs = paths[f"{prefix}/dashboards/{{dashboard_id}}/logs"]["get"]
+    assert [p["name"] for p in logs["parameters"] if p["in"] == "query"] == ["offset"]
+    assert "X-Log-Size" in logs["responses"]["200"]["headers"]
+
+
+def test_the_token_and_the_password_show_in_no_repr(project_dir):
+    with LocalServer(project_dir, username="ada", password="lovelace") as server:
+        token = server.project.info.token
+        credentials = Credentials(token, "ada", "lovelace")
+        for shown in (repr(server.project.info), repr(server), repr(credentials)):
+            assert token not in shown and "lovelace" not in shown
+
+
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        ("missing.py", "is not there"),
+        ("tools", "is a directory"),
+        ("../outside.py", "is not in the project folder"),
+        ("/etc/hostname", "is not in the project folder"),
+        ("link.py", "is not in the project folder"),
+    ],
+)
+def test_a_startup_script_that_is_no_file_of_the_project_is_refused_at_launch(
+    api, server, project_dir, script, problem
+):
+    (project_dir / "tools").mkdir()
+    (project_dir.parent / "outside.py").write_text("print('outside')\n")
+    (project_dir / "link.py").symlink_to(project_dir.parent / "outside.py")
+    answer = api("POST", "/dashboards", json={"master_id": server.master["id"], "script": script})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(f"startup_script: {script!r} {problem}")
+    assert [d["id"] for d in api("GET", "/dashboards").json()] == [server.master["id"]]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shlex
+import shutil
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
 import requests
-from conftest import sense_command, wait_for
+from conftest import Api, read_exports, sense_command, wait_for
+from needs import require
 
+from sense.local import LocalServer
 from sense.local.cli import main
+from sense.local.console import LogFollower
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,13 +99,52 @@ def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(proj
     run = sense_command("run", "job.py", cwd=project_dir)
     assert run.stdout.readline().strip() == "ready"
     tree = psutil.Process(run.pid).children(recursive=True)
-    # The master script, the prestarted engine and the three workers forked from it.
-    assert len(tree) == 5
+    # The master script (an engine and the job it forked), the prestarted engine, and the
+    # three workers forked from it (each an engine and its job).
+    assert len(tree) == 9
     run.kill()
     run.wait()
     run.stdout.close()
     _, alive = psutil.wait_procs(tree, timeout=5)
     assert not alive, f"left running: {alive}"
+
+
+class CountingProject:
+    """A real project that notes how many dashboards each listing returned."""
+
+    def __init__(self, project) -> None:
+        self.project = project
+        self.listed: list[int] = []
+
+    def dashboards(self, **filters):
+        found = self.project.dashboards(**filters)
+        self.listed.append(len(found))
+        return found
+
+    def read_logs(self, dashboard_id: int, offset: int = 0):
+        return self.project.read_logs(dashboard_id, offset)
+
+
+def test_the_log_follower_lists_only_what_runs_or_just_ended(project_dir):
+    with LocalServer(project_dir, grace=1.0) as server:
+        for _ in range(100):  # a long history, of no interest to this run
+            server.project.store.insert(status="stopped", kind="api")
+        server.attach(set_environ=False)
+        api = Api(server)
+        project = CountingProject(server.project)
+        out = io.StringIO()
+        follower = LogFollower(project, out, after=server.master["id"])
+        quick = api.launch(startup_code="print('bye', end='')")["id"]
+        api.wait_status(quick, "stopped")  # it ends before the follower first looks
+        idle = api.launch(startup_code="print('hello')\nimport time\ntime.sleep(60)")["id"]
+        wait_for(lambda: "hello" in api.logs(idle))
+        follower.poll()
+        follower.poll()
+        api("PUT", f"/dashboards/{idle}/stop")
+        follower.poll()
+        follower.poll()
+        assert max(project.listed) <= 2
+        assert out.getvalue().splitlines() == [f"[worker {quick}] bye", f"[worker {idle}] hello"]
 
 
 def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
@@ -144,6 +192,37 @@ def test_server_prints_the_environment_and_ps_logs_stop_talk_to_it(project_dir):
     assert "no local Sense server" in output
 
 
+#: Proxy variables aimed at a port where nothing listens: a request sent through them fails.
+DEAD_PROXY = {
+    name: "http://127.0.0.1:9"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+} | {"NO_PROXY": "", "no_proxy": ""}
+
+
+def test_ps_logs_stop_reach_the_local_server_past_proxy_variables(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        exports = dict(read_exports(server))
+        worker = requests.post(
+            exports["SENSE_PROJECT_URL"] + "/dashboards",
+            json={"master_id": exports["SENSE_DASHBOARD_ID"], "code": "print(42)"},
+            auth=(exports["SENSE_API_TOKEN"], ""),
+            timeout=10,
+        ).json()["id"]
+
+        def cli(*args):
+            run = sense_command(*args, cwd=project_dir, env=DEAD_PROXY)
+            return run.communicate(timeout=30)[0], run.returncode
+
+        wait_for(lambda: cli("logs", str(worker)) == ("42\n", 0))
+        output, returncode = cli("ps", "--all")
+        assert returncode == 0 and f"{worker}  stopped" in output
+        assert cli("stop", str(worker)) == (f"{worker}: stopped\n", 0)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
 def test_ps_without_a_server_says_how_to_start_one(tmp_path):
     output = sense_command("ps", cwd=tmp_path).communicate(timeout=30)[0]
     assert "sense server" in output
@@ -163,3 +242,103 @@ def test_stop_without_ids_stops_every_running_dashboard_and_so_ends_the_run(proj
     assert stop.split() == ["2:", "stopped", "3:", "stopped", "1:", "stopped"]
     run.communicate(timeout=30)
     assert run.returncode == 128 + signal.SIGTERM
+
+
+def test_run_hands_the_script_its_arguments_as_python_does(project_dir):
+    (project_dir / "args.py").write_text("import sys\nprint(sys.argv[1:])\n")
+    for args in (["--", "x"], ["x", "--", "-y"], ["--"], ["--", "--"]):
+        python = subprocess.run(
+            [sys.executable, "args.py", *args], cwd=project_dir, capture_output=True, text=True
+        )
+        returncode, output = run_to_end(project_dir, "args.py", *args)
+        assert returncode == 0
+        assert output == python.stdout == f"{args}\n"
+
+
+@pytest.mark.parametrize("command", [["server"], ["run", "job.py"]])
+def test_a_port_out_of_range_is_refused_in_one_line(project_dir, command):
+    (project_dir / "job.py").write_text("pass\n")
+    run = sense_command(command[0], "--port", "99999", *command[1:], cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 2
+    assert "argument --port: should be a port from 0 to 65535, not '99999'" in output
+    assert "Traceback" not in output
+
+
+def test_a_damaged_database_is_refused_in_one_line_saying_what_to_do(project_dir):
+    (project_dir / ".sense").mkdir(mode=0o700)
+    (project_dir / ".sense" / "sense.db").write_bytes(b"not a database, whatever it was" * 100)
+    run = sense_command("server", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 1
+    assert output.count("\n") == 1 and output.startswith("sense: ")
+    assert "sense.db cannot be used" in output and "move it away" in output
+    assert not (project_dir / ".sense" / "server.json").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system of its own (tmpfs), to fill up."""
+    require(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs takes root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)])
+    require(mounted.returncode == 0, "this machine does not let even root mount a tmpfs")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk) -> None:
+    """Write to ``disk`` until no byte more fits."""
+    with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+
+
+def test_a_full_disk_at_start_is_one_line_saying_what_to_do(small_disk):
+    fill(small_disk)
+    run = sense_command("server", "--project-dir", str(small_disk / "project"), cwd=small_disk)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 1
+    assert output.count("\n") == 1 and "free some space" in output, output
+
+
+def test_a_disk_that_fills_up_while_serving_ends_without_a_traceback(small_disk):
+    project = small_disk / "project"
+    server = sense_command("server", "--project-dir", str(project), cwd=small_disk)
+    exports = dict(read_exports(server))
+    url, auth = exports["SENSE_PROJECT_URL"], (exports["SENSE_API_TOKEN"], "")
+    body = {"master_id": exports["SENSE_DASHBOARD_ID"]}
+    requests.post(f"{url}/dashboards", json=body, auth=auth, timeout=10)
+    fill(small_disk)
+    launch = requests.post(f"{url}/dashboards", json=body, auth=auth, timeout=10)
+    assert launch.status_code in (400, 503) and "error" in launch.json()
+    server.send_signal(signal.SIGINT)
+    output, _ = server.communicate(timeout=30)
+    assert "Traceback" not in output, output
+    assert server.returncode == 0 or output.splitlines()[-1].startswith("sense: "), output
+    assert not (project / ".sense" / "server.json").exists()
+
+
+def test_stop_without_ids_stops_the_workers_of_sense_server_and_not_its_master(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        exports = dict(read_exports(server))
+        url, auth = exports["SENSE_PROJECT_URL"], (exports["SENSE_API_TOKEN"], "")
+        master = exports["SENSE_DASHBOARD_ID"]
+        for env in ({}, exports):  # from the project folder, and from a shell that exported
+            workers = [
+                requests.post(
+                    f"{url}/dashboards", json={"master_id": master}, auth=auth, timeout=10
+                ).json()["id"]
+                for _ in range(2)
+            ]
+            stop = sense_command("stop", cwd=project_dir, env=env)
+            output, _ = stop.communicate(timeout=30)
+            assert stop.returncode == 0, output
+            assert output.split() == [f"{workers[0]}:", "stopped", f"{workers[1]}:", "stopped"]
+            listed = requests.get(f"{url}/dashboards", auth=auth, timeout=10).json()
+            assert [d["id"] for d in listed if d["status"] == "running"] == [int(master)]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)

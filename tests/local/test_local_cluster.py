@@ -51,6 +51,35 @@ def test_start_makes_this_process_a_master_and_stop_restores_the_environment(pro
     assert dict(os.environ) == before
 
 
+def test_start_adds_only_the_masters_context_and_stop_takes_back_only_that(
+    project_dir, monkeypatch
+):
+    for name in [n for n in os.environ if n.startswith("SENSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SENSE_API_URL", "https://api.elsewhere.invalid")  # replaced, then back
+    monkeypatch.setenv("SENSE_USERNAME", "someone")  # no variable of the master's: left alone
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example.invalid/simple")
+    monkeypatch.delenv("SET_MEANWHILE", raising=False)
+    before = dict(os.environ)
+    with sense.local.start(project_dir, grace=1.0) as server:
+        context = server.master_environment()
+        changed = {k: v for k, v in os.environ.items() if before.get(k) != v}
+        assert changed == context
+        assert set(before) <= set(os.environ)
+        monkeypatch.setenv("SET_MEANWHILE", "the user's")
+        code = "import json, os; print(json.dumps(dict(os.environ)))"
+        [worker] = sense.launchWorkers(1, startupCode=code)
+        sense.awaitWorkers([worker], wait_for_completion=True)
+        seen = json.loads(Api(server).logs(worker["id"]))
+    # The worker had the environment of the process at launch, its own context instead of ours.
+    for name in ("PATH", "HOME", "PIP_INDEX_URL", "SET_MEANWHILE"):
+        assert seen[name] == os.environ[name]
+    assert seen["SENSE_API_URL"] == context["SENSE_API_URL"]
+    assert "SENSE_USERNAME" not in seen
+    assert os.environ.pop("SET_MEANWHILE") == "the user's"
+    assert dict(os.environ) == before
+
+
 def test_start_for_another_project_while_one_runs_is_refused_and_touches_nothing(
     project_dir, tmp_path
 ):

@@ -32,7 +32,8 @@ def test_a_restart_after_sigkill_of_the_server_recovers_the_history(project_dir,
             ).json()["id"]
             for _ in range(2)
         ]
-        wait_for(lambda: len(engine_processes(tmp_path)) == 2)
+        # Two dashboards: each an engine and the job it forked.
+        wait_for(lambda: len(engine_processes(tmp_path)) == 4)
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()

@@ -34,6 +34,11 @@ from sense.local.backends.prestart import FORKSERVER
 
 pytestmark = pytest.mark.timeout(60)
 
+#: An expression, in a job's code, for the process that started its engine: a job is
+#: forked by its engine (see engine.py), itself forked by the prestarted engine or started
+#: by the server.
+ENGINE_PARENT = "open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()[1]"
+
 #: Code that idles until stopped once it has printed a line.
 PRINT_THEN_IDLE = "import time\nprint({}, flush=True)\ntime.sleep(600)\n"
 
@@ -54,7 +59,8 @@ print(json.dumps({
     "cwd": os.getcwd(),
     "env": {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
     "sense_variables": sorted(k for k in os.environ if k.startswith("SENSE_")),
-    "own_session": os.getsid(0) == os.getpgrp() == os.getpid(),
+    # The job shares the session and group that its engine leads (see engine.py).
+    "engine_session": os.getsid(0) == os.getpgrp() == os.getppid(),
     "descriptors": sorted(os.listdir("/proc/self/fd"))[:3],
     "descriptor_count": len(os.listdir("/proc/self/fd")),
     "stdin": os.readlink("/proc/self/fd/0"),
@@ -113,8 +119,12 @@ def test_a_forked_worker_sees_what_a_fresh_interpreter_sees(project_dir):
             seen[prestart] = json.loads(log_lines(api, worker["id"])[0])
             assert is_forked(dashboard_process(api, worker["id"])) == prestart
             api("PUT", f"/dashboards/{worker['id']}/stop")
+    # The startup code is kept as .sense/code/<id>.py while it runs: ids differ, nothing else.
+    for prestart, worker_id in ((True, 2), (False, 4)):
+        assert seen[prestart]["main"][1].endswith(f"{worker_id}.py")
+        seen[prestart]["main"][1] = None
     assert seen[True] == seen[False]
-    assert seen[True]["own_session"] and seen[True]["cwd"] == str(project_dir)
+    assert seen[True]["engine_session"] and seen[True]["cwd"] == str(project_dir)
     assert seen[True]["descriptors"] == ["0", "1", "2"]
     assert seen[True]["stdin"] == os.devnull
     assert not seen[True]["engine_module"]
@@ -123,7 +133,8 @@ def test_a_forked_worker_sees_what_a_fresh_interpreter_sees(project_dir):
 def test_a_forked_worker_ends_as_python_does(api, project_dir):
     code = (
         "import atexit, os, sys, threading, time\n"
-        "open('parent.txt', 'w').write(str(os.getppid()))\n"
+        # Its engine's parent: the job is forked by its engine, which the prestarted one forked.
+        f"open('parent.txt', 'w').write({ENGINE_PARENT})\n"
         "atexit.register(print, 'atexit ran')\n"
         "threading.Thread(target=lambda: (time.sleep(0.3), print('thread ran'))).start()\n"
         "left_open = open('left_open.txt', 'w')\n"
@@ -186,7 +197,7 @@ def test_the_master_of_sense_run_shares_the_console_so_it_gets_a_fresh_interpret
 ):
     caplog.set_level(logging.INFO, logger="sense.local")
     script = project_dir / "master.py"
-    script.write_text("import os\nprint('parent', os.getppid())\n")
+    script.write_text(f"import os\nprint('parent', {ENGINE_PARENT})\n")
     master = server.project.run_master(str(script), [])
     assert server.project.wait(master["id"], timeout=30) == 0
     assert f"parent {os.getpid()}" in capfd.readouterr().out
@@ -292,12 +303,13 @@ def test_sigkill_of_the_server_ends_forked_workers_and_the_prestarted_engine_wit
                 f"{url}/dashboards", json={"master_id": master}, auth=(token, ""), timeout=10
             )
             assert answer.status_code == 201
+        # Two processes each: the engine, forked from the prestarted one, and its job.
         workers = wait_for(
-            lambda: len(engine_processes(project_dir)) == 3 and engine_processes(project_dir)
+            lambda: len(engine_processes(project_dir)) == 6 and engine_processes(project_dir)
         )
         [prestarted] = psutil.Process(server.pid).children()
         assert FORKSERVER in prestarted.cmdline()
-        assert all(worker.parent() == prestarted for worker in workers)
+        assert len([w for w in workers if w.parent() == prestarted]) == 3
     finally:
         server.kill()
         server.wait()
@@ -307,10 +319,11 @@ def test_sigkill_of_the_server_ends_forked_workers_and_the_prestarted_engine_wit
 
 
 def test_sense_run_no_prestart_starts_every_worker_in_a_fresh_interpreter(project_dir):
+    worker_code = f"import os; print('worker parent', {ENGINE_PARENT})"
     (project_dir / "job.py").write_text(
         "import os, sense\n"
-        "print('master parent', os.getppid(), flush=True)\n"
-        "code = 'import os; print(\"worker parent\", os.getppid())'\n"
+        f"print('master parent', {ENGINE_PARENT}, flush=True)\n"
+        f"code = {worker_code!r}\n"
         "sense.awaitWorkers(sense.launchWorkers(1, startupCode=code), wait_for_completion=True)\n"
     )
     run = sense_command("run", "--no-prestart", "job.py", cwd=project_dir)
@@ -329,7 +342,7 @@ def test_local_start_without_prestart_starts_workers_in_fresh_interpreters(
     for name in [name for name in os.environ if name.startswith("SENSE_")]:
         monkeypatch.delenv(name)
     with sense.local.start(project_dir, grace=1.0, prestart=False) as server:
-        workers = sense.launchWorkers(2, startupCode="import os; print(os.getppid())")
+        workers = sense.launchWorkers(2, startupCode=f"import os; print({ENGINE_PARENT})")
         sense.awaitWorkers(workers, wait_for_completion=True)
         logs = [b"".join(server.project.read_logs(worker["id"])[1]) for worker in workers]
     assert logs == [f"{os.getpid()}\n".encode()] * 2

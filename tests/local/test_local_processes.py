@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -32,6 +34,96 @@ def test_a_worker_whose_python_cannot_start_fails_with_the_reason_in_its_log(api
     log = api.logs(worker["id"])
     assert "No module named 'encodings'" in log
     assert "never" not in log
+
+
+#: What a module can tell of how Python runs it, as JSON.
+MAIN_FACTS = """
+import json, os, pickle, sys
+
+class Point:
+    pass
+
+print(json.dumps({
+    "name": __name__,
+    "argv": sys.argv,
+    "main_is_this_module": vars(sys.modules["__main__"]) is globals(),
+    "file": globals().get("__file__"),
+    "spec": repr(globals().get("__spec__")),
+    "path0": sys.path[0] and os.path.realpath(sys.path[0]),
+    "pickled": type(pickle.loads(pickle.dumps(Point()))).__name__,
+}))
+"""
+
+
+def facts_of_python(*args: str, cwd) -> dict:
+    """:data:`MAIN_FACTS` as ``python ARGS`` reports them."""
+    run = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_startup_code_runs_as_python_c_runs_it(api, project_dir):
+    worker = api.launch(startup_code=MAIN_FACTS)
+    api.wait_status(worker["id"], "stopped")
+    seen = json.loads(api.logs(worker["id"]))
+    expected = facts_of_python("-c", MAIN_FACTS, cwd=project_dir)
+    # `python -c` puts "" (the working directory) first on sys.path; the engine puts the
+    # project directory, the same place as a path that does not change with os.chdir.
+    assert expected.pop("path0") == "" and seen.pop("path0") == str(project_dir)
+    assert seen == expected
+    assert seen["argv"] == ["-c"] and seen["file"] is None and seen["main_is_this_module"]
+
+
+def test_a_startup_script_runs_as_python_script_runs_it(api, project_dir):
+    (project_dir / "tools").mkdir()
+    (project_dir / "tools" / "facts.py").write_text(MAIN_FACTS)
+    worker = api.launch(startup_script="tools/facts.py")
+    api.wait_status(worker["id"], "stopped")
+    seen = json.loads(api.logs(worker["id"]))
+    assert seen == facts_of_python("tools/facts.py", cwd=project_dir)
+    assert seen["argv"] == ["tools/facts.py"]
+    assert seen["file"] == str(project_dir / "tools" / "facts.py")
+    assert seen["path0"] == str(project_dir / "tools")
+
+
+def test_functions_of_startup_code_reach_a_spawned_process_pool(api):
+    code = (
+        "import multiprocessing\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    spawn = multiprocessing.get_context('spawn')\n"
+        "    with spawn.Pool(2) as pool:\n"
+        "        print(pool.map_async(square, [1, 2, 3]).get(timeout=20))\n"
+        "    with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
+        "        print(list(executor.map(square, [4], timeout=20)))\n"
+    )
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed", timeout=40)
+    log = api.logs(worker["id"])
+    assert ended["status"] == "stopped", log
+    assert log.split("\n")[:2] == ["[1, 4, 9]", "[16]"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys; sys.stdout.close()",
+        "import sys; sys.stderr.close()",
+        "import sys; sys.stdout.close(); sys.stderr.close()",
+        "import sys; sys.stdout = sys.stderr = None",
+        "import sys; sys.stderr.close(); sys.exit('a message nobody can read')",
+        "import sys; sys.stderr.close(); raise ValueError('unseen')",
+    ],
+    ids=["stdout", "stderr", "both", "none", "exit-message", "exception"],
+)
+def test_a_worker_that_closes_its_standard_streams_ends_as_python_c_ends(api, code):
+    expected = subprocess.run([sys.executable, "-c", code], capture_output=True).returncode
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed")
+    assert ended["exit_code"] == expected
+    assert ended["status"] == ("stopped" if expected == 0 else "failed")
 
 
 def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):
@@ -105,6 +197,36 @@ def test_two_workers_bind_the_same_port_each_on_its_own_project_ip(api, server):
         assert api.wait_status(worker["id"], "stopped", "failed")["status"] == "stopped"
 
 
+def test_a_stop_that_lands_while_a_dashboard_launches_ends_it_before_answering(api, tmp_path):
+    """A stop aimed at the next id, sent over and over, meets each launch wherever it is."""
+    for _ in range(20):
+        next_id = max(d["id"] for d in api("GET", "/dashboards").json()) + 1
+        answers = []
+
+        def stop_as_soon_as_it_exists(dashboard_id=next_id, answers=answers):
+            while not answers or answers[-1].status_code == 404:
+                answers.append(api("PUT", f"/dashboards/{dashboard_id}/stop"))
+
+        stopper = threading.Thread(target=stop_as_soon_as_it_exists)
+        stopper.start()
+        api.launch()
+        stopper.join(30)
+        assert answers[-1].json()["status"] == "stopped"
+        # Both calls have answered, the stop once the dashboard had ended: nothing of it runs.
+        assert dashboard_processes(tmp_path, next_id) == []
+        assert api.get(next_id)["status"] == "stopped"
+
+
+def dashboard_processes(under, dashboard_id: int) -> list[psutil.Process]:
+    """The engine processes of one dashboard, found by the id in their environment."""
+    found = []
+    for process in engine_processes(under):
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("SENSE_DASHBOARD_ID") == str(dashboard_id):
+                found.append(process)
+    return found
+
+
 @pytest.mark.timeout(30)
 def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
     server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
@@ -120,7 +242,8 @@ def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
                 api_url + "/dashboards", json={"master_id": master}, auth=(token, ""), timeout=10
             )
             assert answer.status_code == 201
-        wait_for(lambda: len(engine_processes(project_dir)) == 3)
+        # Each worker is its engine and the job it forked.
+        wait_for(lambda: len(engine_processes(project_dir)) == 6)
         # The workers, and the prestarted engine they were forked from (if any).
         started_by_server = psutil.Process(server.pid).children(recursive=True)
     finally:

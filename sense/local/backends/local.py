@@ -31,12 +31,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sense.errors import SenseConfigError
 from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_environment
 from sense.local.backends.prestart import CannotFork, ForkedProcess, ForkServer
+from sense.local.statedir import create_new, open_no_link
 
 logger = logging.getLogger("sense.local")
 
@@ -44,6 +45,8 @@ ENGINE = str(Path(__file__).parent.parent / "engine.py")
 SERVER_IP = "127.0.0.1"
 QUOTA_VARIABLE = "SENSE_LOCAL_MAX_WORKERS"
 DEFAULT_ENGINE = "sense-ipython-engine"
+#: Bytes a dashboard's log holds before it is set aside and starts anew (see engine.py).
+DEFAULT_LOG_CAP = 100 * 1024 * 1024
 #: How much of a log one read hands over at a time.
 CHUNK = 64 * 1024
 
@@ -56,15 +59,27 @@ class Job:
     script: str = ""
     argv: list[str] = field(default_factory=list)
 
-    def message(self) -> bytes:
-        """The job as the engine reads it: one JSON line."""
+    def message(self, **extra) -> bytes:
+        """The job as the engine reads it, with ``extra`` fields: one JSON line (see engine.py)."""
         if self.code:
             job = {"code": self.code}
         elif self.script:
             job = {"script": self.script, "argv": self.argv}
         else:
             job = {}
-        return json.dumps(job).encode() + b"\n"
+        return json.dumps(job | extra).encode() + b"\n"
+
+
+@dataclass
+class _LogParts:
+    """What the backend has seen of one dashboard's log (see :meth:`LocalBackend.read_logs`)."""
+
+    #: The current part's inode, to notice that it was set aside.
+    inode: int | None = None
+    #: Bytes written before the current part.
+    base: int = 0
+    current: int = 0
+    set_aside: int = 0
 
 
 @dataclass
@@ -72,7 +87,13 @@ class _Process:
     popen: subprocess.Popen | ForkedProcess
     channel: socket.socket
     job: Job
+    #: Its message to the engine: the job and where its output goes.
+    message: bytes
     stopped: bool = False
+    #: Whether the engine has its job (or an idle one, when a stop came first).
+    handed_over: bool = False
+    #: Taken to write to ``channel``: the job goes first, then orders.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     ended: threading.Event = field(default_factory=threading.Event)
 
 
@@ -120,6 +141,9 @@ class LocalBackend(Backend):
     prestart : bool
         Fork dashboards from a prestarted engine instead of starting a fresh interpreter for
         each (see :mod:`sense.local.backends.prestart`); on by default.
+    log_cap : int
+        Bytes a dashboard's log may hold before it is set aside (``<id>.log.1``) and starts
+        anew; :data:`DEFAULT_LOG_CAP` by default.
 
     The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``
     defaults to :func:`default_quota`.
@@ -137,13 +161,16 @@ class LocalBackend(Backend):
         *,
         python: str = sys.executable,
         prestart: bool = True,
+        log_cap: int | None = None,
         **options,
     ) -> None:
         super().__init__(project_dir, state, **options)
         if self.max_workers is None:
             self.max_workers = default_quota()
         self.python = python
+        self.log_cap = DEFAULT_LOG_CAP if log_cap is None else log_cap
         self._processes: dict[int, _Process] = {}
+        self._logs: dict[int, _LogParts] = {}
         self._lock = threading.Lock()
         self._forkserver = self._new_forkserver() if prestart else None
 
@@ -170,11 +197,12 @@ class LocalBackend(Backend):
         job = Job(spec.code, spec.script, list(spec.argv))
         placement = self._place(spec.dashboard_id, {})
         env = dashboard_environment(os.environ, spec.context(placement), spec.env)
-        with open(self.state.log_path(spec.dashboard_id), "ab") as log:
+        message = self._message(spec, job)
+        with open_no_link(self.state.log_path(spec.dashboard_id), "ab") as log:
             if spec.console:
                 log.write(b"(this dashboard's output goes to the console of `sense run`)\n")
             channel, popen = self._fork(spec, env, log) or self._start(spec, env, log)
-        process = _Process(popen, channel, job)
+        process = _Process(popen, channel, job, message)
         with self._lock:
             self._processes[spec.dashboard_id] = process
         threading.Thread(
@@ -242,6 +270,19 @@ class LocalBackend(Backend):
                 start_new_session=True,
             )
 
+    def _message(self, spec: LaunchSpec, job: Job) -> bytes:
+        """The engine's message: the job, and where its code and output go (see engine.py)."""
+        extra = {}
+        if job.code:
+            # Kept while it runs, for the processes that multiprocessing spawns to read.
+            path = self.state.code_path(spec.dashboard_id)
+            path.unlink(missing_ok=True)
+            create_new(path, job.code.encode())
+            extra["file"] = str(path)
+        if not spec.console:
+            extra.update(log=str(self.state.log_path(spec.dashboard_id)), log_cap=self.log_cap)
+        return job.message(**extra)
+
     def _place(self, dashboard_id: int, handle: dict) -> Placement:
         port = free_port()
         return Placement({"backend": self.name, **handle}, project_ip(dashboard_id), {port: port})
@@ -249,9 +290,12 @@ class LocalBackend(Backend):
     def _watch(self, dashboard_id: int, process: _Process) -> None:
         try:
             if process.channel.recv(1) == b"R":
-                # Recorded before the job starts, so the job sees itself running.
-                self.report_running(dashboard_id)
-                process.channel.sendall(process.job.message())
+                with process.lock:
+                    if not process.handed_over:
+                        # Recorded before the job starts, so the job sees itself running.
+                        self.report_running(dashboard_id)
+                        process.channel.sendall(process.message)
+                        process.handed_over = True
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
         code = process.popen.wait()
@@ -259,10 +303,18 @@ class LocalBackend(Backend):
             # Forked by a prestarted engine that died first: its exit status is lost with it,
             # and its end is when its channel closes.
             _wait_for_end_of_file(process.channel)
-        # Whatever the job left behind in its group ends with it.
+        # The engine ends every process of its job before it exits (see engine.py); if it
+        # was killed from outside, what is left of its process group ends here.
         _signal_group(process.popen, signal.SIGKILL)
+        self.state.code_path(dashboard_id).unlink(missing_ok=True)
         try:
             self.report_exit(dashboard_id, code, "stopped" if process.stopped else "exited")
+        except Exception as error:  # a full disk, say: one line, not a thread's traceback
+            print(
+                f"sense: dashboard {dashboard_id} ended (exit code {code}), but its end could "
+                f"not be recorded: {error}",
+                file=sys.stderr,
+            )
         finally:
             process.channel.close()
             process.ended.set()
@@ -272,10 +324,14 @@ class LocalBackend(Backend):
         if process is None or process.ended.is_set():
             return
         process.stopped = True
-        _signal_group(process.popen, signal.SIGTERM)
+        # The engine signals every process of the job, in whatever group or session.
+        _order(process, b"stop\n")
         if not process.ended.wait(self.grace):
-            _signal_group(process.popen, signal.SIGKILL)
-            process.ended.wait(self.grace)
+            _order(process, b"kill\n")
+            if not process.ended.wait(self.grace):
+                # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
+                _signal_group(process.popen, signal.SIGKILL)
+                process.ended.wait(self.grace)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         process = self._processes.get(dashboard_id)
@@ -293,27 +349,48 @@ class LocalBackend(Backend):
     def read_logs(
         self, dashboard_id: int, offset: int = 0, limit: int | None = None
     ) -> Iterator[bytes]:
-        try:
-            log = open(self.state.log_path(dashboard_id), "rb")  # noqa: SIM115 (a generator's)
-        except FileNotFoundError:
-            return
-        with log:
-            size = os.fstat(log.fileno()).st_size
-            log.seek(max(0, size + offset) if offset < 0 else offset)
-            left = limit
-            while left is None or left > 0:
-                chunk = log.read(CHUNK if left is None else min(CHUNK, left))
-                if not chunk:
-                    return
-                if left is not None:
-                    left -= len(chunk)
+        """See :meth:`Backend.read_logs`; offsets count every byte the dashboard wrote.
+
+        A log that reached its cap was set aside as ``<id>.log.1`` (see engine.py): what is
+        kept of it comes first, so that a follower misses nothing when the log starts anew.
+        """
+        parts = self._log_parts(dashboard_id)
+        end = parts.base + parts.current
+        start = max(0, end + offset) if offset < 0 else offset
+        start = max(start, parts.base - parts.set_aside)  # what is older is gone
+        left = end - start if limit is None else min(limit, end - start)
+        current = self.state.log_path(dashboard_id)
+        for path, first, size in (
+            (_set_aside(current), parts.base - parts.set_aside, parts.set_aside),
+            (current, parts.base, parts.current),
+        ):
+            if left <= 0 or start >= first + size:
+                continue
+            for chunk in _read(path, start - first, min(left, first + size - start)):
+                start += len(chunk)
+                left -= len(chunk)
                 yield chunk
 
     def log_size(self, dashboard_id: int) -> int:
-        try:
-            return os.stat(self.state.log_path(dashboard_id)).st_size
-        except FileNotFoundError:
-            return 0
+        parts = self._log_parts(dashboard_id)
+        return parts.base + parts.current
+
+    def _log_parts(self, dashboard_id: int) -> _LogParts:
+        """The parts of a dashboard's log now, and the bytes written before the current one.
+
+        A new current part (another inode) means the last one was set aside meanwhile: its
+        bytes now come before. (Two caps reached between two looks count as one.)
+        """
+        current = self.state.log_path(dashboard_id)
+        now, aside = _stat(current), _stat(_set_aside(current))
+        with self._lock:
+            seen = self._logs.setdefault(dashboard_id, _LogParts())
+            if now is not None and now.st_ino != seen.inode:
+                seen.base += aside.st_size if aside is not None else 0
+                seen.inode = now.st_ino
+            seen.current = now.st_size if now is not None else 0
+            seen.set_aside = aside.st_size if aside is not None else 0
+            return replace(seen)
 
     # -- the end ---------------------------------------------------------------------------------
 
@@ -354,6 +431,42 @@ def _channel() -> Iterator[tuple[socket.socket, socket.socket]]:
         raise
     finally:
         theirs.close()
+
+
+def _set_aside(log: Path) -> Path:
+    """Where a log that reached its cap was moved."""
+    return log.with_name(log.name + ".1")
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _read(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    """``length`` bytes of ``path`` from ``offset``, a chunk at a time (fewer if it is shorter)."""
+    try:
+        log = open_no_link(path)
+    except FileNotFoundError:
+        return
+    with log:
+        log.seek(offset)
+        while length > 0 and (chunk := log.read(min(CHUNK, length))):
+            length -= len(chunk)
+            yield chunk
+
+
+def _order(process: _Process, order: bytes) -> None:
+    """Send the engine an order (see engine.py); an idle job first if it has none yet."""
+    with process.lock:
+        if not process.handed_over:
+            # A stop before the job was handed over: none of the job's code ever runs.
+            order = Job().message() + order
+            process.handed_over = True
+        with contextlib.suppress(OSError):  # the engine is gone: it is ending, or has ended
+            process.channel.sendall(order)
 
 
 def _wait_for_end_of_file(channel: socket.socket) -> None:
