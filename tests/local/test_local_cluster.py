@@ -18,9 +18,16 @@ pytestmark = pytest.mark.timeout(60)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_the_cluster_example_runs_a_four_worker_round_trip(project_dir):
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
+
+
+@pytest.mark.parametrize("proxies", ["none", "a company's"])
+def test_the_cluster_example_runs_a_four_worker_round_trip(project_dir, proxies):
     shutil.copy(EXAMPLES / "cluster.py", project_dir)
-    run = sense_command("run", "cluster.py", cwd=project_dir)
+    # A proxy that nothing answers on: requests to the local server must not go there.
+    dead_proxy = "http://127.0.0.1:9"
+    env = {} if proxies == "none" else dict.fromkeys(PROXY_VARIABLES, dead_proxy)
+    run = sense_command("run", "cluster.py", cwd=project_dir, env=env)
     output, _ = run.communicate(timeout=45)
     assert run.returncode == 0, output
     hellos = [line for line in output.splitlines() if "says hello from 127." in line]
