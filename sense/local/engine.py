@@ -167,9 +167,13 @@ def _end_descendants():
     Outside Linux the server kills the process group once the guardian is gone.
     """
     while LINUX:
-        _signal_descendants(signal.SIGKILL)
         try:
-            os.waitpid(-1, 0)
+            # As a subreaper, the guardian is the parent of every descendant whose own parent
+            # has ended: without children it has no descendants at all, and /proc is not read
+            # (the usual end of a job, which leaves nothing).
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                _signal_descendants(signal.SIGKILL)
+                os.waitpid(-1, 0)
         except ChildProcessError:
             return
 
