@@ -156,7 +156,9 @@ class RayBackend(Backend):
         self._on_running: list[Callable[[int], None]] = []
         self._on_exit: list[Callable[[int, int | None, str], None]] = []
         self._lock = threading.Lock()
+        #: Set once the agents are going away: their end is no news then.
         self._closing = threading.Event()
+        self._shut_down = False
         if ray.is_initialized():
             raise SenseConfigError(
                 "this process is already connected to Ray: the ray backend makes the "
@@ -323,6 +325,9 @@ class RayBackend(Backend):
 
     def shutdown(self) -> None:
         with self._lock:
+            if self._shut_down:
+                return  # done already: a call to an agent now would connect to Ray anew
+            self._shut_down = True
             nodes = list(self._nodes.values())
         _wait_for_agents([node.agent.stop_all.remote() for node in nodes])
         for dashboard in list(self._dashboards.values()):
