@@ -67,24 +67,26 @@ def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE):
     # Ray's sessions (sockets, logs) go here, not to the machine's shared /tmp/ray;
     # the other nodes take the head's.
     temp_dir = tempfile.mkdtemp(prefix="sense-ray-")
-    with _node_environment(node_ip(0)):
-        cluster = Cluster(
-            initialize_head=True,
-            shutdown_at_exit=True,
-            head_node_args={
-                "node_ip_address": node_ip(0),
-                "num_cpus": cpus,
-                "resources": {"sense_slot": SLOTS_PER_NODE},
-                "object_store_memory": OBJECT_STORE_BYTES,
-                "include_dashboard": False,
-                "temp_dir": temp_dir,
-            },
-        )
     try:
-        for index in range(1, nodes):
-            add_node(cluster, node_ip(index), cpus=cpus)
-        cluster.wait_for_nodes()
-        yield cluster
+        with _node_environment(node_ip(0)):
+            cluster = Cluster(
+                initialize_head=True,
+                shutdown_at_exit=True,
+                head_node_args={
+                    "node_ip_address": node_ip(0),
+                    "num_cpus": cpus,
+                    "resources": {"sense_slot": SLOTS_PER_NODE},
+                    "object_store_memory": OBJECT_STORE_BYTES,
+                    "include_dashboard": False,
+                    "temp_dir": temp_dir,
+                },
+            )
+        try:
+            for index in range(1, nodes):
+                add_node(cluster, node_ip(index), cpus=cpus)
+            cluster.wait_for_nodes()
+            yield cluster
+        finally:
+            cluster.shutdown()
     finally:
-        cluster.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
