@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from sense.local.backends import LaunchSpec, Placement
 from sense.local.backends.ray import RayBackend
 
@@ -165,7 +167,9 @@ class Driver:
                 self._changed.wait(left)
 
     def kill(self) -> None:
-        """SIGKILL the driver, as a server can be."""
+        """SIGKILL the driver, as a server can be (and the ``prefix`` command it runs under)."""
+        for process in psutil.Process(self.process.pid).children(recursive=True):
+            process.kill()
         self.process.kill()
         self.process.wait()
 
