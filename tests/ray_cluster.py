@@ -60,8 +60,9 @@ def add_node(cluster, ip: str, *, slots: int = SLOTS_PER_NODE, cpus: int = CPUS_
 
 
 @contextlib.contextmanager
-def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE):
-    """A Ray cluster of ``nodes`` nodes on 127.0.0.2 onwards, each with 4 ``sense_slot``."""
+def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = SLOTS_PER_NODE):
+    """A Ray cluster of ``nodes`` nodes on 127.0.0.2 onwards, each with ``cpus`` CPUs and
+    ``slots`` of the resource ``sense_slot``."""
     from ray.cluster_utils import Cluster
 
     # Ray's sessions (sockets, logs) go here, not to the machine's shared /tmp/ray;
@@ -75,7 +76,7 @@ def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE):
                 head_node_args={
                     "node_ip_address": node_ip(0),
                     "num_cpus": cpus,
-                    "resources": {"sense_slot": SLOTS_PER_NODE},
+                    "resources": {"sense_slot": slots},
                     "object_store_memory": OBJECT_STORE_BYTES,
                     "include_dashboard": False,
                     "temp_dir": temp_dir,
@@ -83,7 +84,7 @@ def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE):
             )
         try:
             for index in range(1, nodes):
-                add_node(cluster, node_ip(index), cpus=cpus)
+                add_node(cluster, node_ip(index), cpus=cpus, slots=slots)
             cluster.wait_for_nodes()
             yield cluster
         finally:
