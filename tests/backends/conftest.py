@@ -111,7 +111,10 @@ class Launcher:
         self.mark = mark
         self.ids = ids or itertools.count(1)
 
-    def __call__(self, code: str = "", *, size="small", env=None) -> tuple[int, Placement]:
+    def __call__(
+        self, code: str = "", *, size="small", env=None, **fields
+    ) -> tuple[int, Placement]:
+        """Launch one (``fields``: more of :class:`LaunchSpec`, e.g. ``script``, ``argv``)."""
         dashboard_id = next(self.ids)
 
         def context(placement: Placement) -> dict[str, str]:
@@ -131,6 +134,7 @@ class Launcher:
             code=code,
             env=env or {},
             context=context,
+            **fields,
         )
         return dashboard_id, self.backend.launch(spec)
 

@@ -67,6 +67,20 @@ def test_ray_a_module_kept_in_the_project_imports_on_every_node(ray_cluster, pro
             assert log_of(backend, dashboard_id) == "in the project\n"
 
 
+def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
+    ray_cluster, project_dir, mark
+):
+    script = project_dir / "job.py"
+    script.write_text("import os, sys\nprint(os.environ['NODE_MARK'], sys.argv[1:])\n")
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        launched = [launch(script=str(script), argv=["--rank", str(i)]) for i in range(NODES)]
+        assert {placement.project_ip for _, placement in launched} == NODE_IPS
+        for rank, (dashboard_id, placement) in enumerate(launched):
+            assert recorder.exit_of(dashboard_id)[0] == 0
+            expected = f"{placement.project_ip} ['--rank', '{rank}']\n"
+            assert log_of(backend, dashboard_id) == expected
+
+
 def test_ray_capacity_is_the_cluster_s_slots_and_a_launch_past_them_fails_with_nothing_left(
     ray_cluster, project_dir, mark
 ):
@@ -103,16 +117,16 @@ def test_ray_a_size_no_node_can_hold_is_refused_before_any_side_effect(
         assert recorder.running == []
 
 
-def test_ray_a_lost_node_fails_its_dashboards_with_the_reason_and_leaves_no_process(
+def test_ray_a_node_that_joins_gets_dashboards_and_one_lost_fails_them_leaving_no_process(
     ray_cluster, project_dir, mark
 ):
     extra_ip = node_ip(NODES)
-    extra = add_node(ray_cluster, extra_ip)
-    try:
-        with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        extra = add_node(ray_cluster, extra_ip)
+        try:
             launched = [launch("import time; time.sleep(60)") for _ in range(NODES + 1)]
             on_extra = [i for i, placement in launched if placement.project_ip == extra_ip]
-            assert on_extra, "Ray placed nothing on the new node"
+            assert on_extra, "Ray placed nothing on the node that joined"
             for dashboard_id, _ in launched:
                 recorder.wait_running(dashboard_id)
             processes = [psutil.Process(p.handle["pid"]) for i, p in launched if i in on_extra]
@@ -124,9 +138,9 @@ def test_ray_a_lost_node_fails_its_dashboards_with_the_reason_and_leaves_no_proc
             _, alive = psutil.wait_procs(processes, timeout=10)
             assert not alive
             assert all(i not in recorder.exits for i, _ in launched if i not in on_extra)
-    finally:
-        if extra is not None:
-            ray_cluster.remove_node(extra)
+        finally:
+            if extra is not None:
+                ray_cluster.remove_node(extra)
 
 
 def test_ray_sigkill_of_the_server_ends_every_dashboard_and_its_children_on_every_node(

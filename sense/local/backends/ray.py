@@ -156,6 +156,7 @@ class RayBackend(Backend):
         self._on_running: list[Callable[[int], None]] = []
         self._on_exit: list[Callable[[int, int | None, str], None]] = []
         self._lock = threading.Lock()
+        self._joining = threading.Lock()
         #: Set once the agents are going away: their end is no news then.
         self._closing = threading.Event()
         self._shut_down = False
@@ -373,13 +374,15 @@ class RayBackend(Backend):
 
     def _node(self, node_id: str) -> _Node:
         """Node ``node_id`` with its agent, started now if the node joined after the server."""
-        with self._lock:
-            node = self._nodes.get(node_id)
-        if node is None:
-            ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
-            node = self._start_agent(node_id, ip)
-            ray.get(node.agent.pid.remote())
-            self._follow(node)
+        # One agent per node, even when launches race to a node that has just joined.
+        with self._joining:
+            with self._lock:
+                node = self._nodes.get(node_id)
+            if node is None:
+                ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+                node = self._start_agent(node_id, ip)
+                ray.get(node.agent.pid.remote())
+                self._follow(node)
         return node
 
     def _follow(self, node: _Node) -> None:
