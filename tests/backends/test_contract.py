@@ -15,7 +15,7 @@ import signal
 
 import psutil
 import pytest
-from conftest import (
+from backend_support import (
     Launcher,
     log_of,
     make_backend,
@@ -99,33 +99,31 @@ def test_backend_output_is_readable_while_it_runs_from_any_offset(backend, launc
     backend.stop(dashboard_id)
 
 
-def test_backend_stop_ends_a_dashboard_with_143_after_its_finally_blocks(backend, launch, recorder):
-    code = (
-        "import time\n"
-        "try:\n    print('up', flush=True); time.sleep(60)\n"
-        "finally:\n    print('cleaned up')\n"
-    )
-    dashboard_id, _ = launch(code)
+@pytest.mark.parametrize(
+    ("code", "exit_code", "logged"),
+    [
+        (
+            "import time\ntry:\n    time.sleep(60)\nfinally:\n    print('cleaned up')\n",
+            128 + signal.SIGTERM,
+            "cleaned up",
+        ),
+        (
+            "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n",
+            -signal.SIGKILL,
+            "",
+        ),
+    ],
+    ids=["SIGTERM, finally blocks run", "SIGTERM ignored, SIGKILL after the grace"],
+)
+def test_backend_stop_sends_sigterm_then_sigkill_after_the_grace(
+    backend, launch, recorder, code, exit_code, logged
+):
+    dashboard_id, _ = launch("print('up', flush=True)\n" + code)
     wait_for_log(backend, dashboard_id, "up\n")
     backend.stop(dashboard_id)
     # stop() returns once the dashboard has ended and its listeners know it.
-    assert recorder.exits[dashboard_id] == (128 + signal.SIGTERM, "stopped")
-    assert "cleaned up" in log_of(backend, dashboard_id)
-
-
-def test_backend_stop_kills_a_dashboard_that_ignores_sigterm_after_the_grace(
-    backend, launch, recorder
-):
-    code = (
-        "import signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "print('deaf', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    dashboard_id, _ = launch(code)
-    wait_for_log(backend, dashboard_id, "deaf\n")
-    backend.stop(dashboard_id)
-    assert recorder.exits[dashboard_id] == (-signal.SIGKILL, "stopped")
+    assert recorder.exits[dashboard_id] == (exit_code, "stopped")
+    assert logged in log_of(backend, dashboard_id)
 
 
 def test_backend_stop_ends_the_whole_process_group(backend, launch, recorder):

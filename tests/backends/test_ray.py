@@ -11,15 +11,14 @@ import contextlib
 
 import psutil
 import pytest
-from conftest import (
-    MARK,
+from backend_support import (
     NODES,
     Launcher,
     log_of,
     make_backend,
     processes_marked,
+    sigkill_of_the_driver_leaves_nothing,
     subscribed,
-    wait_until,
 )
 from ray_cluster import SLOTS_PER_NODE, add_node, node_ip
 from ray_driver import Driver
@@ -48,23 +47,18 @@ def test_backend_shutdown_stops_every_dashboard(ray_cluster, project_dir, mark):
         assert {i: recorder.exits.get(i) for i in ids} == {i: (143, "stopped") for i in ids}
 
 
-def test_ray_dashboards_spread_over_the_nodes_and_run_there(ray_cluster, project_dir, mark):
+def test_ray_dashboards_spread_over_the_nodes_run_there_and_import_the_project(
+    ray_cluster, project_dir, mark
+):
+    code = "import os, kept_module; print(os.environ['NODE_MARK'], kept_module.WHERE)"
     with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        launched = [launch("import os; print(os.environ['NODE_MARK'])") for _ in range(NODES)]
+        launched = [launch(code) for _ in range(NODES)]
         assert {placement.project_ip for _, placement in launched} == NODE_IPS
         for dashboard_id, placement in launched:
             assert recorder.exit_of(dashboard_id)[0] == 0
-            # Started by the agent of the node whose address it was given.
-            assert log_of(backend, dashboard_id) == placement.project_ip + "\n"
-
-
-def test_ray_a_module_kept_in_the_project_imports_on_every_node(ray_cluster, project_dir, mark):
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        launched = [launch("import kept_module; print(kept_module.WHERE)") for _ in range(NODES)]
-        assert {placement.project_ip for _, placement in launched} == NODE_IPS
-        for dashboard_id, _ in launched:
-            assert recorder.exit_of(dashboard_id)[0] == 0
-            assert log_of(backend, dashboard_id) == "in the project\n"
+            # Started by the agent of the node whose address it was given, where the
+            # project's module imports from Ray's copy (off the server's node).
+            assert log_of(backend, dashboard_id) == f"{placement.project_ip} in the project\n"
 
 
 def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
@@ -146,19 +140,5 @@ def test_ray_a_node_that_joins_gets_dashboards_and_one_lost_fails_them_leaving_n
 def test_ray_sigkill_of_the_server_ends_every_dashboard_and_its_children_on_every_node(
     ray_cluster, project_dir, mark
 ):
-    code = (
-        "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        "print('up', flush=True)\n"
-        "time.sleep(120)\n"
-    )
     with Driver(ray_cluster.address, project_dir) as driver:
-        launched = [driver.launch(i, code=code, env={MARK: mark}) for i in range(1, NODES + 1)]
-        assert {dashboard["project_ip"] for dashboard in launched} == NODE_IPS
-        for dashboard in launched:
-            wait_until(lambda d=dashboard: "up" in driver.logs(d["launched"]), what="its child")
-        processes = processes_marked(mark)
-        assert len(processes) == 2 * NODES  # each engine and the child its job started
-        driver.kill()
-    _, alive = psutil.wait_procs(processes, timeout=30)
-    assert not alive, f"left running after the server was killed: {[p.pid for p in alive]}"
+        sigkill_of_the_driver_leaves_nothing(driver, range(1, NODES + 1), mark, NODE_IPS)

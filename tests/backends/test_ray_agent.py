@@ -15,7 +15,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from conftest import MARK, wait_until
+from backend_support import MARK
+from waiting import wait_for
 
 from sense.local.backends.ray_agent import NodeAgent, node_environment
 
@@ -97,7 +98,7 @@ def test_the_node_s_environment_is_the_one_its_ray_node_started_with():
     raylet = subprocess.Popen([shutil.which("sleep"), "60"], env={"STARTED_WITH": "this"})
     environ = Path(f"/proc/{raylet.pid}/environ")
     # Popen returns as the exec begins (vfork): the new environment shows a moment later.
-    wait_until(environ.read_bytes, what="the process to start")
+    wait_for(environ.read_bytes, what="the process to start")
     try:
         with mock.patch.dict(os.environ, {"RAY_RAYLET_PID": str(raylet.pid)}):
             assert node_environment() == {"STARTED_WITH": "this"}

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 
-import psutil
 import pytest
-from conftest import MARK, make_project, processes_marked, wait_until
+from backend_support import MARK, make_project, sigkill_of_the_driver_leaves_nothing
 from hosts import Hosts, missing_requirement
 from needs import require
 from ray_driver import Driver
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -75,7 +75,7 @@ def test_hosts_a_worker_reaches_another_on_its_project_ip_and_port_across_hosts(
         "    connection.sendall(b'hello from ' + address[0].encode()); connection.close()\n"
     )
     listener = driver.launch(11, code=listener_code, env={MARK: mark})
-    wait_until(lambda: "listening" in driver.logs(11), what="the listener")
+    wait_for(lambda: "listening" in driver.logs(11), what="the listener")
     client_code = (
         "import socket\n"
         f"address = ({listener['project_ip']!r}, {listener['port']})\n"
@@ -90,18 +90,5 @@ def test_hosts_a_worker_reaches_another_on_its_project_ip_and_port_across_hosts(
 
 
 def test_hosts_sigkill_of_the_server_leaves_no_process_on_any_host(hosts, driver, mark):
-    code = (
-        "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        "print('up', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    launched = [driver.launch(i, code=code, env={MARK: mark}) for i in range(21, 21 + HOSTS)]
-    assert {dashboard["project_ip"] for dashboard in launched} == {h.ip for h in hosts.hosts}
-    for dashboard in launched:
-        wait_until(lambda d=dashboard: "up" in driver.logs(d["launched"]), what="its child")
-    processes = processes_marked(mark)
-    assert len(processes) == 2 * HOSTS  # each engine and the child its job started
-    driver.kill()
-    _, alive = psutil.wait_procs(processes, timeout=30)
-    assert not alive, f"left running after the server was killed: {[p.pid for p in alive]}"
+    node_ips = {host.ip for host in hosts.hosts}
+    sigkill_of_the_driver_leaves_nothing(driver, range(21, 21 + HOSTS), mark, node_ips)
