@@ -60,21 +60,23 @@ def add_node(cluster, ip: str, *, slots: int = SLOTS_PER_NODE, cpus: int = CPUS_
 
 
 @contextlib.contextmanager
-def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = SLOTS_PER_NODE):
-    """A Ray cluster of ``nodes`` nodes on 127.0.0.2 onwards, each with ``cpus`` CPUs and
-    ``slots`` of the resource ``sense_slot``."""
+def loopback_cluster(
+    nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = SLOTS_PER_NODE, first: int = 0
+):
+    """A Ray cluster of ``nodes`` nodes on ``node_ip(first)`` onwards (127.0.0.2 by default),
+    each with ``cpus`` CPUs and ``slots`` of the resource ``sense_slot``."""
     from ray.cluster_utils import Cluster
 
     # Ray's sessions (sockets, logs) go here, not to the machine's shared /tmp/ray;
     # the other nodes take the head's.
     temp_dir = tempfile.mkdtemp(prefix="sense-ray-")
     try:
-        with _node_environment(node_ip(0)):
+        with _node_environment(node_ip(first)):
             cluster = Cluster(
                 initialize_head=True,
                 shutdown_at_exit=True,
                 head_node_args={
-                    "node_ip_address": node_ip(0),
+                    "node_ip_address": node_ip(first),
                     "num_cpus": cpus,
                     "resources": {"sense_slot": slots},
                     "object_store_memory": OBJECT_STORE_BYTES,
@@ -83,7 +85,7 @@ def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = 
                 },
             )
         try:
-            for index in range(1, nodes):
+            for index in range(first + 1, first + nodes):
                 add_node(cluster, node_ip(index), cpus=cpus, slots=slots)
             cluster.wait_for_nodes()
             yield cluster

@@ -20,7 +20,7 @@ from backend_support import (
     sigkill_of_the_driver_leaves_nothing,
     subscribed,
 )
-from ray_cluster import SLOTS_PER_NODE, add_node, node_ip
+from ray_cluster import SLOTS_PER_NODE, add_node, loopback_cluster, node_ip
 from ray_driver import Driver
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,6 +45,31 @@ def test_backend_shutdown_stops_every_dashboard(ray_cluster, project_dir, mark):
             recorder.wait_running(dashboard_id)
         backend.shutdown()
         assert {i: recorder.exits.get(i) for i in ids} == {i: (143, "stopped") for i in ids}
+
+
+def test_ray_a_cluster_without_slots_is_refused_with_the_advice_and_nothing_left(
+    ray_cluster, project_dir
+):
+    import ray
+
+    from sense.errors import SenseConfigError
+
+    with loopback_cluster(1, slots=0, first=NODES + 1) as slotless:
+        with pytest.raises(
+            SenseConfigError, match="no node of the Ray cluster offers the resource"
+        ):
+            make_backend("ray", project_dir, ray_address=slotless.address)
+        assert not ray.is_initialized()
+
+
+def test_ray_a_second_backend_in_one_process_is_refused(ray_cluster, project_dir, mark):
+    from sense.errors import SenseConfigError
+
+    with (
+        ray_backend(ray_cluster, project_dir, mark),
+        pytest.raises(SenseConfigError, match="already connected to Ray"),
+    ):
+        make_backend("ray", project_dir, ray_address=ray_cluster.address)
 
 
 def test_ray_dashboards_spread_over_the_nodes_run_there_and_import_the_project(

@@ -63,6 +63,9 @@ SLOT = "sense_slot"
 CPUS = {"small": 0.5, "medium": 1.0, "large": 2.0}
 #: How long one call for an agent's news waits, in seconds.
 POLL_SECONDS = 10.0
+#: How long stop() and shutdown() wait for the news of an end they caused, in seconds: the
+#: agent has seen it; this is only its way to the listeners, on a loaded machine.
+NEWS_SECONDS = 60.0
 #: Calls an agent serves at once: its news, and stops, which last up to twice the grace.
 AGENT_CONCURRENCY = 64
 
@@ -272,7 +275,7 @@ class RayBackend(Backend):
         with contextlib.suppress(RayActorError):
             ray.get(dashboard.node.agent.stop.remote(dashboard_id))
         # The agent has seen it end; its follower reports that in a moment.
-        dashboard.ended.wait(POLL_SECONDS)
+        dashboard.ended.wait(NEWS_SECONDS)
 
     def interrupt(self, dashboard_id: int) -> None:
         dashboard = self._dashboards.get(dashboard_id)
@@ -332,7 +335,7 @@ class RayBackend(Backend):
             nodes = list(self._nodes.values())
         _wait_for_agents([node.agent.stop_all.remote() for node in nodes])
         for dashboard in list(self._dashboards.values()):
-            dashboard.ended.wait(POLL_SECONDS)
+            dashboard.ended.wait(NEWS_SECONDS)
         self._closing.set()
         _wait_for_agents([node.agent.shutdown.remote() for node in nodes])
         for node in nodes:
@@ -404,12 +407,20 @@ class RayBackend(Backend):
                     self._lose(node)
                 return
             for event in events:
-                if event[0] == "running":
-                    _tell(self._on_running, event[1])
-                else:
-                    _, dashboard_id, code, stopped = event
-                    reason = "stopped" if stopped else f"exited with status {code}"
-                    self._ended(dashboard_id, code, reason)
+                try:
+                    self._pass_on(event)
+                except Exception:
+                    # The news of the other dashboards must still go through.
+                    logger.exception("the Ray backend could not pass on %s from %s", event, node.ip)
+
+    def _pass_on(self, event: tuple) -> None:
+        """Tell the listeners one event of an agent (see :meth:`NodeAgent.events`)."""
+        if event[0] == "running":
+            _tell(self._on_running, event[1])
+        else:
+            _, dashboard_id, code, stopped = event
+            reason = "stopped" if stopped else f"exited with status {code}"
+            self._ended(dashboard_id, code, reason)
 
     def _lose(self, node: _Node) -> None:
         """Node's agent is gone, with every process it ran: its dashboards have failed."""
@@ -448,9 +459,14 @@ class RayBackend(Backend):
         agent = dashboard.node.agent
         offset = 0
         with open(self._log_path(dashboard_id), "wb") as log:
-            while chunk := ray.get(agent.read_log.remote(dashboard_id, offset, CHUNK)):
-                log.write(chunk)
-                offset += len(chunk)
+            try:
+                while chunk := ray.get(agent.read_log.remote(dashboard_id, offset, CHUNK)):
+                    log.write(chunk)
+                    offset += len(chunk)
+            except RayActorError:
+                log.write(
+                    f"\n(the rest stayed on Ray node {dashboard.node.ip}, now gone)\n".encode()
+                )
         dashboard.log_here = True
         agent.forget.remote(dashboard_id)
 
