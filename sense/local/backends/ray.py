@@ -150,6 +150,11 @@ class RayBackend(Backend):
         ray_address: str | None = None,
         placement_timeout: float = 10.0,
     ) -> None:
+        if ray.is_initialized():
+            raise SenseConfigError(
+                "this process is already connected to Ray: the ray backend makes the "
+                "connection itself, to ship the project with it; start sense first"
+            )
         super().__init__(project_dir, state_dir, grace=grace)
         self.placement_timeout = placement_timeout
         self.log_dir = self.state_dir / "logs"
@@ -163,11 +168,6 @@ class RayBackend(Backend):
         #: Set once the agents are going away: their end is no news then.
         self._closing = threading.Event()
         self._shut_down = False
-        if ray.is_initialized():
-            raise SenseConfigError(
-                "this process is already connected to Ray: the ray backend makes the "
-                "connection itself, to ship the project with it; start sense first"
-            )
         ray.init(
             address=ray_address,
             runtime_env={
