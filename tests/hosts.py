@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psutil
 
 SUBNET = "10.77.0"
+#: Namespaces are named PREFIX + the pid of the process that made them, then -br or -hN.
+PREFIX = "sense"
 RAY_PORT = 6379
 #: Ray's least object store (75 MiB) and a little.
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -50,6 +54,16 @@ def missing_requirement() -> str | None:
     if absent:
         return f"namespaced hosts need {', '.join(absent)} (iproute2, util-linux)"
     return None
+
+
+def _remove_stale_namespaces() -> None:
+    """Delete the namespaces that a process now gone made (it was killed before its end)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        found = re.fullmatch(rf"{PREFIX}(\d+)-(br|h\d+)", name)
+        if found and not psutil.pid_exists(int(found.group(1))):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _run(*command: str) -> None:
@@ -103,7 +117,7 @@ class Hosts:
     """
 
     def __init__(self, count: int, project_dir, logs, *, cpus: int = 2, slots: int = 8) -> None:
-        prefix = f"sense{os.getpid()}"
+        prefix = f"{PREFIX}{os.getpid()}"
         self.bridge = f"{prefix}-br"
         self.hosts = [Host(f"{prefix}-h{i + 1}", f"{SUBNET}.{i + 1}") for i in range(count)]
         self.project_dir = Path(project_dir)
@@ -116,6 +130,10 @@ class Hosts:
         return self.hosts[index]
 
     def __enter__(self) -> Hosts:
+        _remove_stale_namespaces()
+        # Each host's init holds the reading end: this process gone, even by SIGKILL, the
+        # hosts end with it.
+        self._lifeline, self._held = os.pipe()
         try:
             self._network()
             for index, host in enumerate(self.hosts):
@@ -137,6 +155,8 @@ class Hosts:
             host.boot.wait()
         for namespace in [host.namespace for host in self.hosts] + [self.bridge]:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        os.close(self._lifeline)
+        os.close(self._held)
 
     def _network(self) -> None:
         _run("ip", "netns", "add", self.bridge)
@@ -173,12 +193,14 @@ class Hosts:
         placement = ["--show" if head else "--hide", str(self.project_dir)]
         enter = ["nsenter", f"--net=/run/netns/{host.namespace}"]
         own = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
-        init = [sys.executable, __file__, "boot", *placement, "--", *command]
+        lifeline = ["--lifeline", str(self._lifeline)]
+        init = [sys.executable, __file__, "boot", *lifeline, *placement, "--", *command]
         with open(self.logs / f"{host.namespace}.log", "wb") as log:
             host.boot = subprocess.Popen(
                 [*enter, *own, *init],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                pass_fds=(self._lifeline,),
                 env={
                     **os.environ,
                     # The node's own environment: a mark of its own, nothing of the head's.
@@ -212,13 +234,23 @@ def _mount(*arguments: str, pass_fds: tuple[int, ...] = ()) -> None:
     subprocess.run(["mount", *arguments], check=True, pass_fds=pass_fds)
 
 
+def _end_at_eof(fd: int) -> None:
+    """Block until the maker of these hosts is gone, then end this host (pid 1 exiting
+    ends its whole PID namespace)."""
+    while os.read(fd, 1):
+        pass
+    os._exit(1)
+
+
 def boot(arguments: list[str]) -> int:
     """A host's init: private /tmp and /dev/shm, the project shown or hidden, then the node.
 
-    ``boot --show|--hide PROJECT_DIR -- COMMAND...``; runs as pid 1, reaping orphans
-    until COMMAND ends.
+    ``boot --lifeline FD --show|--hide PROJECT_DIR -- COMMAND...``; runs as pid 1, reaping
+    orphans until COMMAND ends, or until the maker of the hosts is gone (end of FD).
     """
-    shown, project_dir = arguments[0] == "--show", arguments[1]
+    lifeline = int(arguments[1])
+    threading.Thread(target=_end_at_eof, args=(lifeline,), daemon=True).start()
+    shown, project_dir = arguments[2] == "--show", arguments[3]
     command = arguments[arguments.index("--") + 1 :]
     project = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY) if shown else None
     _mount("-t", "tmpfs", "tmpfs", "/tmp")
