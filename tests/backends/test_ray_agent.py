@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from unittest import mock
@@ -108,3 +109,36 @@ def test_the_node_s_environment_is_the_one_its_ray_node_started_with():
     # Not under Ray: this process's own.
     with mock.patch.dict(os.environ, {"RAY_RAYLET_PID": ""}):
         assert node_environment() == dict(os.environ)
+
+
+def wait_running(agent: NodeAgent, *dashboard_ids: int) -> None:
+    seen: list[tuple] = []
+    while {event[1] for event in seen if event[0] == "running"} != set(dashboard_ids):
+        news = agent.events(timeout=30)
+        assert news, f"dashboards {dashboard_ids} not running within 30 s: {seen}"
+        seen += news
+
+
+def test_interrupt_stop_and_cleanup_end_a_dashboard_each_their_way(agent, mark):
+    for dashboard_id in (1, 2, 3):
+        handle = agent.launch(dashboard_id, {"code": "import time; time.sleep(60)"}, {MARK: mark})
+    wait_running(agent, 1, 2, 3)
+    agent.interrupt(1)
+    agent.stop(2)
+    agent.cleanup([handle])  # as if an earlier run had left dashboard 3
+    exits = sorted(event for event in events_until_exit(agent, 1, 2, 3) if event[0] == "exit")
+    assert exits == [
+        ("exit", 1, 128 + signal.SIGINT, False),
+        ("exit", 2, 128 + signal.SIGTERM, True),
+        ("exit", 3, -signal.SIGKILL, False),
+    ]
+
+
+def test_no_news_is_an_empty_list_after_the_timeout(agent):
+    assert agent.events(timeout=0.01) == []
+
+
+def test_the_free_port_can_be_bound_on_every_address(agent):
+    with socket.create_server(("", agent.free_port())):
+        pass
+    assert agent.pid() == os.getpid()
