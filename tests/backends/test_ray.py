@@ -62,9 +62,13 @@ def test_ray_a_cluster_without_slots_is_refused_with_the_advice_and_nothing_left
         assert not ray.is_initialized()
 
 
-def test_ray_a_second_backend_in_one_process_is_refused(ray_cluster, project_dir, mark):
+def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
+    ray_cluster, project_dir, mark
+):
     from sense.errors import SenseConfigError
 
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, _, _):
+        assert backend.server_ip == node_ip(0)  # the server's node: the head here
     with (
         ray_backend(ray_cluster, project_dir, mark),
         pytest.raises(SenseConfigError, match="already connected to Ray"),

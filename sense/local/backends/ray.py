@@ -183,6 +183,9 @@ class RayBackend(Backend):
         )
         try:
             self._server_node = ray.get_runtime_context().get_node_id()
+            #: The address of the server's own node: where the nodes reach the server's API,
+            #: and the ``project_ip`` of a master that is the server's process.
+            self.server_ip = ray.util.get_node_ip_address()
             nodes = [node for node in ray.nodes() if node["Alive"]]
             if not any(node["Resources"].get(SLOT) for node in nodes):
                 raise SenseConfigError(
