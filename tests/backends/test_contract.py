@@ -206,10 +206,11 @@ def test_backend_refuses_what_it_cannot_run_before_any_side_effect(backend, reco
     assert backend.check("sense-ipython-engine", "medium") is None
 
 
-def test_backend_recover_ends_the_process_groups_an_earlier_run_left(
+def test_backend_recover_ends_the_process_groups_of_the_handles_it_is_given(
     backend, launch, recorder, mark
 ):
-    # A process group as a dashboard of an earlier server run would have left it.
+    # A dashboard of this run stands in for one an earlier run left: its handle is the same
+    # kind (an earlier run's processes end with it on Ray; see test_ray.py).
     dashboard_id, placement = launch("import time; time.sleep(60)")
     recorder.wait_running(dashboard_id)
     leftover = psutil.Process(placement.handle["pid"])
