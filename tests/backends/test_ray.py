@@ -121,7 +121,9 @@ def test_ray_capacity_is_the_cluster_s_slots_and_a_launch_past_them_fails_with_n
             launch("print('one too many')", size=0)
         assert len(processes_marked(mark)) == len(ids)
         backend.stop(ids[0])
-        # The slot of a dashboard that ended is free again.
+        # The slot of a dashboard that ended is free again (Ray frees it in the background:
+        # a launch waits for room as long as it would by default).
+        backend.placement_timeout = 10.0
         dashboard_id, _ = launch("print('in its place')", size=0)
         assert recorder.exit_of(dashboard_id)[0] == 0
 
