@@ -41,16 +41,24 @@ def node_ip(index: int) -> str:
 
 
 @contextlib.contextmanager
-def _node_environment(ip: str) -> Iterator[None]:
-    """The environment a node's processes start with: this one, its mark, usage stats off."""
-    marks = {"NODE_MARK": ip, NODE_SENSE_VARIABLE: "999", "RAY_USAGE_STATS_ENABLED": "0"}
+def _node_environment(ip: str, temp_root: str) -> Iterator[None]:
+    """The environment a node's processes start with: this one, its mark, usage stats off,
+    and Ray's files under ``temp_root`` (``RAY_TMPDIR``: Ray writes the address of the
+    cluster "current on this machine" there, which must not be the machine's /tmp/ray)."""
+    marks = {
+        "NODE_MARK": ip,
+        NODE_SENSE_VARIABLE: "999",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": temp_root,
+    }
     with mock.patch.dict(os.environ, marks):
         yield
 
 
 def add_node(cluster, ip: str, *, slots: int = SLOTS_PER_NODE, cpus: int = CPUS_PER_NODE):
     """Start one more node of ``cluster`` on address ``ip``; return it (for ``remove_node``)."""
-    with _node_environment(ip):
+    temp_root = os.path.dirname(cluster.head_node.get_temp_dir_path())
+    with _node_environment(ip, temp_root):
         return cluster.add_node(
             node_ip_address=ip,
             num_cpus=cpus,
@@ -69,9 +77,11 @@ def loopback_cluster(
 
     # Ray's sessions (sockets, logs) go here, not to the machine's shared /tmp/ray;
     # the other nodes take the head's.
-    temp_dir = tempfile.mkdtemp(prefix="sense-ray-")
+    temp_root = tempfile.mkdtemp(prefix="sense-ray-")
+    temp_dir = os.path.join(temp_root, "ray")
+    os.mkdir(temp_dir)
     try:
-        with _node_environment(node_ip(first)):
+        with _node_environment(node_ip(first), temp_root):
             cluster = Cluster(
                 initialize_head=True,
                 shutdown_at_exit=True,
@@ -92,4 +102,4 @@ def loopback_cluster(
         finally:
             cluster.shutdown()
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(temp_root, ignore_errors=True)

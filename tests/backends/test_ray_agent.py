@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -93,6 +94,20 @@ def test_the_agent_s_own_log_directory_goes_with_it_and_a_given_one_stays(tmp_pa
     given = NodeAgent(None, str(tmp_path), grace=1.0)
     given.shutdown()
     assert tmp_path.is_dir()
+
+
+def test_an_agent_removes_the_log_directories_of_agents_that_died_without_their_shutdown():
+    dead = subprocess.Popen([shutil.which("true")])
+    dead.wait()
+    left = Path(tempfile.mkdtemp(prefix=f"sense-logs-{dead.pid}-"))
+    alive = Path(tempfile.mkdtemp(prefix=f"sense-logs-{os.getpid()}-"))
+    try:
+        NodeAgent(None, None, grace=1.0).shutdown()
+        assert not left.exists()
+        assert alive.is_dir()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)
 
 
 def test_the_node_s_environment_is_the_one_its_ray_node_started_with():

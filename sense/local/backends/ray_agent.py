@@ -31,6 +31,8 @@ from sense.local.supervisor import Job, LocalProcessSupervisor
 
 #: Bytes read from a log at a time.
 CHUNK = 64 * 1024
+#: An agent's own log directory (off the server's node): this, its pid, a dash, a random part.
+LOG_DIR_PREFIX = "sense-logs-"
 
 
 def node_environment() -> dict[str, str]:
@@ -78,6 +80,25 @@ def read_chunks(path: Path, offset: int = 0, limit: int | None = None) -> Iterat
             yield chunk
 
 
+def _remove_log_dirs_of_dead_agents() -> None:
+    """Remove the log directories of this node's agents that died without their shutdown
+    (their server was killed): nothing can ask for those logs any more."""
+    for path in Path(tempfile.gettempdir()).glob(f"{LOG_DIR_PREFIX}*-*"):
+        owner = path.name[len(LOG_DIR_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 class NodeAgent:
     """Runs, watches and stops the dashboards placed on this node.
 
@@ -88,7 +109,8 @@ class NodeAgent:
         for Ray's copy of it (this process's working directory).
     log_dir : str or None
         Where their output goes: the project's log directory on the server's node, None
-        elsewhere for a temporary directory of this node, removed by :meth:`shutdown`.
+        elsewhere for a temporary directory of this node, removed by :meth:`shutdown` (or,
+        if this agent is killed, by the next agent started on the node).
     grace : float
         Seconds between SIGTERM and SIGKILL when stopping.
     base_env : dict, optional
@@ -104,7 +126,10 @@ class NodeAgent:
         base_env: dict[str, str] | None = None,
     ) -> None:
         self._own_log_dir = log_dir is None
-        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sense-logs-"))
+        if log_dir is None:
+            _remove_log_dirs_of_dead_agents()
+            log_dir = tempfile.mkdtemp(prefix=f"{LOG_DIR_PREFIX}{os.getpid()}-")
+        self.log_dir = Path(log_dir)
         base = node_environment() if base_env is None else base_env
         # When the node itself runs on a dashboard, its context must not leak into these.
         self.base_env = {name: v for name, v in base.items() if not name.startswith("SENSE_")}
