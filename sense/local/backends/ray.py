@@ -89,8 +89,8 @@ def cpus_for(size: str | int) -> float:
 
 
 class PlacementError(OSError):
-    """Ray found no node with room for a dashboard: it could not start, as a process
-    that the system refuses cannot."""
+    """Ray found no node with room for a dashboard, or its node went away while it started:
+    it could not start, as a process that the system refuses cannot."""
 
 
 @dataclass
@@ -264,9 +264,13 @@ class RayBackend(Backend):
             script = self._script_on(node, spec.script)
             job = {"code": spec.code, "script": script, "argv": spec.argv}
             process = ray.get(node.agent.launch.remote(spec.dashboard_id, job, env))
-        except BaseException:
+        except BaseException as error:
             self._dashboards.pop(spec.dashboard_id, None)
             remove_placement_group(group)
+            if isinstance(error, RayActorError):
+                raise PlacementError(
+                    f"dashboard {spec.dashboard_id} could not start: its Ray node went away"
+                ) from error
             raise
         return replace(placement, handle={**handle, **process})
 
