@@ -1,0 +1,168 @@
+"""What the backends' tests share: making backends, hearing them, launching, finding processes.
+
+The fixtures are in ``backends/conftest.py``; these are plain helpers, imported
+by name (a module named ``conftest`` is ambiguous when several directories
+have one).
+
+Example
+-------
+>>> backend = make_backend("ray", project_dir, ray_address=cluster.address)  # doctest: +SKIP
+>>> recorder = subscribed(backend)                                        # doctest: +SKIP
+>>> dashboard_id, placement = Launcher(backend, mark)("print('hi')")      # doctest: +SKIP
+>>> recorder.exit_of(dashboard_id)                                        # doctest: +SKIP
+(0, 'exited with status 0')
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import psutil
+import pytest
+from waiting import wait_for
+
+from sense.local.backends import LaunchSpec, Placement
+
+#: The nodes of the session's cluster (``backends/conftest.py``).
+NODES = 3
+#: Each dashboard's context carries its test's mark, by which its processes are found.
+MARK = "SENSE_PROJECT_ID"
+
+
+def make_backend(name: str, project_dir, *, grace: float = 1.0, **options):
+    """A backend of kind ``name`` serving ``project_dir``."""
+    if name == "ray":
+        from sense.local.backends.ray import RayBackend
+
+        return RayBackend(str(project_dir), project_dir / ".sense", grace=grace, **options)
+    raise ValueError(f"no backend {name!r} in these tests yet")
+
+
+def make_project(directory):
+    """A project folder with a module kept in it."""
+    directory.mkdir(exist_ok=True)
+    (directory / "kept_module.py").write_text("WHERE = 'in the project'\n")
+    return directory
+
+
+class Recorder:
+    """What a backend reports, as its listeners hear it."""
+
+    def __init__(self) -> None:
+        self.running: list[int] = []
+        self.exits: dict[int, tuple[int | None, str]] = {}
+        self._changed = threading.Condition()
+
+    def on_running(self, dashboard_id: int) -> None:
+        with self._changed:
+            self.running.append(dashboard_id)
+            self._changed.notify_all()
+
+    def on_exit(self, dashboard_id: int, code: int | None, reason: str) -> None:
+        with self._changed:
+            self.exits[dashboard_id] = (code, reason)
+            self._changed.notify_all()
+
+    def exit_of(self, dashboard_id: int, timeout: float = 30) -> tuple[int | None, str]:
+        """How dashboard ``dashboard_id`` ended, once it has."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: dashboard_id in self.exits, timeout):
+                pytest.fail(f"dashboard {dashboard_id} did not end within {timeout} s")
+            return self.exits[dashboard_id]
+
+    def wait_running(self, dashboard_id: int, timeout: float = 30) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: dashboard_id in self.running, timeout):
+                pytest.fail(f"dashboard {dashboard_id} was not running within {timeout} s")
+
+
+def subscribed(backend) -> Recorder:
+    """A recorder listening to ``backend``."""
+    recorder = Recorder()
+    backend.subscribe(recorder.on_running, recorder.on_exit)
+    return recorder
+
+
+class Launcher:
+    """Launches dashboards on a backend with the next ids, their context carrying ``mark``."""
+
+    def __init__(self, backend, mark: str, ids: itertools.count | None = None) -> None:
+        self.backend = backend
+        self.mark = mark
+        self.ids = ids or itertools.count(1)
+
+    def __call__(
+        self, code: str = "", *, size="small", env=None, **fields
+    ) -> tuple[int, Placement]:
+        """Launch one (``fields``: more of :class:`LaunchSpec`, e.g. ``script``, ``argv``)."""
+        dashboard_id = next(self.ids)
+
+        def context(placement: Placement) -> dict[str, str]:
+            (port,) = placement.ports
+            return {
+                MARK: self.mark,
+                "SENSE_DASHBOARD_ID": str(dashboard_id),
+                "SENSE_PROJECT_IP": placement.project_ip,
+                "SENSE_PORT1": str(port),
+            }
+
+        spec = LaunchSpec(
+            dashboard_id,
+            "worker",
+            "sense-ipython-engine",
+            size,
+            code=code,
+            env=env or {},
+            context=context,
+            **fields,
+        )
+        return dashboard_id, self.backend.launch(spec)
+
+
+def processes_marked(mark: str) -> list[psutil.Process]:
+    """The dashboards' processes (and their children) whose environment carries ``mark``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            # A zombie runs nothing: it waits for its parent to reap it.
+            if process.environ().get(MARK) == mark and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def log_of(backend, dashboard_id: int, **where) -> str:
+    """A dashboard's output, as the backend serves it."""
+    return b"".join(backend.read_logs(dashboard_id, **where)).decode()
+
+
+def wait_for_log(backend, dashboard_id: int, text: str, timeout: float = 30) -> str:
+    """The dashboard's output, once it has ``text`` in it."""
+
+    def log_with_text():
+        log = log_of(backend, dashboard_id)
+        return log if text in log else None
+
+    return wait_for(log_with_text, timeout, what=f"{text!r} in the output of {dashboard_id}")
+
+
+def sigkill_of_the_driver_leaves_nothing(driver, ids: range, mark: str, node_ips: set[str]):
+    """Launch dashboards ``ids`` through ``driver``, one per node, each job with a child of its
+    own; SIGKILL the driver; check that none of their processes is left, on any node."""
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print('up', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    launched = [driver.launch(i, code=code, env={MARK: mark}) for i in ids]
+    assert {dashboard["project_ip"] for dashboard in launched} == node_ips
+    for dashboard_id in ids:
+        wait_for(lambda i=dashboard_id: "up" in driver.logs(i), 30, what=f"{dashboard_id}'s child")
+    processes = processes_marked(mark)
+    assert len(processes) == 2 * len(ids)  # each engine and the child its job started
+    driver.kill()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"left running after the server was killed: {[p.pid for p in alive]}"
