@@ -23,6 +23,7 @@ import pytest
 from waiting import wait_for
 
 from sense.local.backends import LaunchSpec, Placement
+from sense.local.statedir import StateDir
 
 #: The nodes of the session's cluster (``backends/conftest.py``).
 NODES = 3
@@ -35,7 +36,7 @@ def make_backend(name: str, project_dir, *, grace: float = 1.0, **options):
     if name == "ray":
         from sense.local.backends.ray import RayBackend
 
-        return RayBackend(str(project_dir), project_dir / ".sense", grace=grace, **options)
+        return RayBackend(str(project_dir), StateDir(project_dir), grace=grace, **options)
     raise ValueError(f"no backend {name!r} in these tests yet")
 
 

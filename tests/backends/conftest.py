@@ -1,27 +1,16 @@
 """Fixtures of the backends' tests: a real Ray cluster, a project, a mark on processes.
 
-The cluster has 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), started
-once for the session: Ray takes seconds to start on a small machine. The
-helpers the tests share are in ``backend_support.py``.
+The Ray cluster (fixture ``ray_cluster``) is the session's, in the
+top-level ``conftest.py``. The helpers the tests share are in ``backend_support.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 
 import psutil
 import pytest
-from backend_support import NODES, make_project, processes_marked
-from needs import require
-from ray_cluster import loopback_cluster
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
-    with loopback_cluster(NODES) as cluster:
-        yield cluster
+from backend_support import make_project, processes_marked
 
 
 @pytest.fixture

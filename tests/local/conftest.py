@@ -172,15 +172,21 @@ def api(server) -> Api:
 
 #: The backends that the contract suite (test_backend_contract.py) runs against, as the keyword
 #: arguments of :class:`LocalServer` that choose one (and its options).
+#: ``"ray"`` runs on the session's 3-node loopback Ray cluster (``ray_cluster``), whose address
+#: is known once it has started.
 BACKENDS = {
     "local": {"backend": "local"},
     "local-no-prestart": {"backend": "local", "prestart": False},
+    "ray": {"backend": "ray"},
 }
 
 
 @pytest.fixture(params=BACKENDS.values(), ids=BACKENDS.keys())
 def backend(request) -> dict:
     """The keyword arguments of :class:`LocalServer` that choose one backend."""
+    if request.param["backend"] == "ray":
+        cluster = request.getfixturevalue("ray_cluster")
+        return {**request.param, "ray_address": cluster.address}
     return request.param
 
 

@@ -15,6 +15,10 @@ otherwise the Ray worker SIGKILLs its direct children (the engines) on
 exit, and whatever the jobs started would be orphaned instead of ending
 with their group.
 
+A dashboard that shares the console of ``sense run`` (its script) runs on
+the server's own node, in the server's process group as locally: an agent's
+output goes to Ray's logs, not to a terminal.
+
 Setting up the cluster: every node that may run dashboards declares how many
 at once with the custom resource ``sense_slot``, e.g.
 ``ray start --address HEAD:6379 --resources '{"sense_slot": 8}'``. The
@@ -24,10 +28,10 @@ needs only Ray, with the server's Python version.
 
 Example
 -------
->>> backend = RayBackend("/srv/project", Path("/srv/project/.sense"), grace=3.0,
-...                      ray_address="10.0.0.1:6379")               # doctest: +SKIP
->>> backend.launch(LaunchSpec(1, "worker", "sense-ipython-engine", "small",
-...                           code="print('hi')")).project_ip        # doctest: +SKIP
+>>> backend = RayBackend("/srv/project", StateDir("/srv/project"),
+...                      ray_address="10.0.0.1:6379")                # doctest: +SKIP
+>>> spec = LaunchSpec(1, "worker", context=lambda placement: {}, code="print('hi')")
+>>> backend.launch(spec).project_ip                                  # doctest: +SKIP
 '10.0.0.12'
 """
 
@@ -38,9 +42,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -55,7 +58,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import sense
 from sense.errors import SenseConfigError
 from sense.local.backends import Backend, LaunchSpec, Placement
-from sense.local.backends.ray_agent import CHUNK, NodeAgent, read_chunks
+from sense.local.backends.local import CHUNK, LocalBackend, free_port
+from sense.local.backends.ray_agent import NodeAgent
+from sense.local.statedir import StateDir, open_no_link
 
 #: The custom resource of each node that counts the dashboards it may run at once.
 SLOT = "sense_slot"
@@ -70,7 +75,7 @@ NEWS_SECONDS = 60.0
 AGENT_CONCURRENCY = 64
 
 _Agent = ray.remote(NodeAgent)
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sense.local")
 
 
 def cpus_for(size: str | int) -> float:
@@ -121,17 +126,15 @@ class RayBackend(Backend):
 
     Parameters
     ----------
-    project_dir : str
-        The project: shipped to every node; dashboards on the server's own node run in it,
-        the others in Ray's copy of it.
-    state_dir : Path
-        The project's ``.sense/``: dashboards' output is kept in its ``logs/``.
-    grace : float
-        Seconds between SIGTERM and SIGKILL when a dashboard is stopped.
     ray_address : str, optional
         What ``ray.init(address=...)`` takes: ``HOST:PORT`` of the head, or ``auto``.
     placement_timeout : float
         How long a launch waits for room on the cluster before it fails.
+    prestart : bool
+        Fork dashboards from a prestarted engine on each node (on by default).
+
+    The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``,
+    when given, caps the quota below the cluster's ``sense_slot`` total.
 
     Raises
     ------
@@ -140,34 +143,38 @@ class RayBackend(Backend):
     """
 
     name = "ray"
+    # Every job runs with the node's Python: an R or JavaScript engine cannot run.
+    engine_pattern = "[Pp][Yy][Tt][Hh][Oo][Nn]"
 
     def __init__(
         self,
-        project_dir: str,
-        state_dir: Path,
+        project_dir,
+        state: StateDir,
         *,
-        grace: float,
         ray_address: str | None = None,
         placement_timeout: float = 10.0,
+        prestart: bool = True,
+        **options,
     ) -> None:
         if ray.is_initialized():
             raise SenseConfigError(
                 "this process is already connected to Ray: the ray backend makes the "
                 "connection itself, to ship the project with it; start sense first"
             )
-        super().__init__(project_dir, state_dir, grace=grace)
+        super().__init__(project_dir, state, **options)
         self.placement_timeout = placement_timeout
-        self.log_dir = self.state_dir / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.prestart = prestart
         self._nodes: dict[str, _Node] = {}
         self._dashboards: dict[int, _Dashboard] = {}
-        self._on_running: list[Callable[[int], None]] = []
-        self._on_exit: list[Callable[[int, int | None, str], None]] = []
         self._lock = threading.Lock()
         self._joining = threading.Lock()
         #: Set once the agents are going away: their end is no news then.
         self._closing = threading.Event()
         self._shut_down = False
+        # The script of `sense run` shares the server's console, so it runs in the server's
+        # own process group, as locally; this also reads the output kept on this machine.
+        self._here = LocalBackend(project_dir, state, grace=self.grace, prestart=False)
+        self._here.subscribe(self.report_running, self.report_exit)
         ray.init(
             address=ray_address,
             runtime_env={
@@ -206,11 +213,14 @@ class RayBackend(Backend):
             ray.shutdown()
             raise
 
+    def listen_host(self) -> str:
+        """The server's node IP: the API must be reachable from every node."""
+        return self.server_ip
+
     # -- what it accepts ----------------------------------------------------------------------
 
-    def check(self, engine: str, size: str | int) -> str | None:
-        # Every dashboard runs the engine with the node's Python.
-        if "python" not in engine.lower():
+    def refusal(self, engine: str, size: str | int) -> str | None:
+        if super().refusal(engine, size) is not None:
             return f"engine {engine!r} is not available: the Ray backend runs Python engines only"
         try:
             cpus = cpus_for(size)
@@ -232,12 +242,20 @@ class RayBackend(Backend):
         return None
 
     def capacity(self) -> int:
-        return int(ray.cluster_resources().get(SLOT, 0))
+        slots = int(ray.cluster_resources().get(SLOT, 0))
+        return slots if self.max_workers is None else min(slots, self.max_workers)
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    def attach(self, dashboard_id: int) -> Placement:
+        port = free_port()
+        handle = {"backend": self.name, "pid": os.getpid()}
+        return Placement(handle, self.server_ip, {port: port})
+
     def launch(self, spec: LaunchSpec) -> Placement:
-        problem = self.check(spec.engine, spec.size)
+        if spec.console:
+            return self._launch_here(spec)
+        problem = self.refusal(spec.engine, spec.size)
         if problem:
             raise ValueError(problem)
         cpus = cpus_for(spec.size)
@@ -258,12 +276,17 @@ class RayBackend(Backend):
                 "placement_group": group.id.hex(),
             }
             placement = Placement(handle=handle, project_ip=node.ip, ports={port: port})
-            env = {**spec.context(placement), **spec.env}
+            context = spec.context(placement)
             # Known before it starts: its first news may come before the agent answers.
             self._dashboards[spec.dashboard_id] = _Dashboard(node, group, log_here=node.is_servers)
-            script = self._script_on(node, spec.script)
-            job = {"code": spec.code, "script": script, "argv": spec.argv}
-            process = ray.get(node.agent.launch.remote(spec.dashboard_id, job, env))
+            job = {
+                "name": spec.name,
+                "code": spec.code,
+                "script": self._script_on(node, spec.script),
+                "argv": spec.argv,
+                "env": spec.env,
+            }
+            process = ray.get(node.agent.launch.remote(spec.dashboard_id, job, context))
         except BaseException as error:
             self._dashboards.pop(spec.dashboard_id, None)
             remove_placement_group(group)
@@ -272,9 +295,19 @@ class RayBackend(Backend):
                     f"dashboard {spec.dashboard_id} could not start: its Ray node went away"
                 ) from error
             raise
-        return replace(placement, handle={**handle, **process})
+        return Placement({**handle, **process}, placement.project_ip, placement.ports)
+
+    def _launch_here(self, spec: LaunchSpec) -> Placement:
+        """Run a dashboard that shares the server's console in the server's own process group."""
+        port = free_port()
+        placement = Placement({"backend": self.name}, self.server_ip, {port: port})
+        context = spec.context(placement)
+        local = LaunchSpec(**{**vars(spec), "context": lambda _placement: context})
+        handle = self._here.launch(local).handle
+        return Placement({**handle, "backend": self.name}, placement.project_ip, placement.ports)
 
     def stop(self, dashboard_id: int) -> None:
+        self._here.stop(dashboard_id)
         dashboard = self._dashboards.get(dashboard_id)
         if dashboard is None or dashboard.ended.is_set():
             return
@@ -285,6 +318,7 @@ class RayBackend(Backend):
         dashboard.ended.wait(NEWS_SECONDS)
 
     def interrupt(self, dashboard_id: int) -> None:
+        self._here.interrupt(dashboard_id)
         dashboard = self._dashboards.get(dashboard_id)
         if dashboard is not None and not dashboard.ended.is_set():
             # If its node is gone, there is nothing left to interrupt.
@@ -293,18 +327,29 @@ class RayBackend(Backend):
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         dashboard = self._dashboards.get(dashboard_id)
-        if dashboard is None or not dashboard.ended.wait(timeout):
+        if dashboard is None:
+            return self._here.wait(dashboard_id, timeout)
+        if not dashboard.ended.wait(timeout):
             return None
         return dashboard.exit_code
 
     def read_logs(
         self, dashboard_id: int, offset: int = 0, limit: int | None = None
     ) -> Iterator[bytes]:
+        """See :meth:`Backend.read_logs`. Output on another node is read through its agent,
+        counted as there; once copied here (its dashboard ended), from its first byte kept."""
+        dashboard = self._dashboards.get(dashboard_id)
+        if dashboard is None or dashboard.log_here:
+            yield from self._here.read_logs(dashboard_id, offset, limit)
+            return
         if offset < 0:
             offset = max(0, self.log_size(dashboard_id) + offset)
         while limit is None or limit > 0:
             size = CHUNK if limit is None else min(CHUNK, limit)
-            chunk = self._read_chunk(dashboard_id, offset, size)
+            try:
+                chunk = ray.get(dashboard.node.agent.read_log.remote(dashboard_id, offset, size))
+            except RayActorError:
+                return  # its node is gone: what it had written stayed there
             if not chunk:
                 return
             yield chunk
@@ -315,24 +360,16 @@ class RayBackend(Backend):
     def log_size(self, dashboard_id: int) -> int:
         dashboard = self._dashboards.get(dashboard_id)
         if dashboard is not None and not dashboard.log_here:
-            try:
+            with contextlib.suppress(RayActorError):  # gone: whatever was kept here is all
                 return ray.get(dashboard.node.agent.log_size.remote(dashboard_id))
-            except RayActorError:
-                pass  # the node is gone; whatever was kept here is all there is
-        try:
-            return self._log_path(dashboard_id).stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self._here.log_size(dashboard_id)
 
-    def recover(self, handles: Iterable[tuple[int, dict]]) -> None:
-        # Ray ended the agents of the earlier server with it, and so their engines ended
-        # their groups; this ends whatever a node still runs should that have failed.
-        by_node: dict[str, list[dict]] = {}
-        for _, handle in handles:
-            if handle.get("backend") == self.name and handle.get("node_id") in self._nodes:
-                by_node.setdefault(handle["node_id"], []).append(handle)
-        calls = [self._nodes[node].agent.cleanup.remote(found) for node, found in by_node.items()]
-        ray.get(calls)
+    @classmethod
+    def recover(cls, handles: Iterable[dict]) -> None:
+        # Nothing is left to end: the agents are ordinary actors of the earlier server, so Ray
+        # ended them with it, and each engine then ended its group (see the module's text).
+        # A restarted server may not even reach that cluster.
+        return None
 
     def shutdown(self) -> None:
         with self._lock:
@@ -350,16 +387,7 @@ class RayBackend(Backend):
         for node in nodes:
             node.follower.join()
         ray.shutdown()
-
-    # -- reporting ----------------------------------------------------------------------------
-
-    def subscribe(
-        self,
-        on_running: Callable[[int], None],
-        on_exit: Callable[[int, int | None, str], None],
-    ) -> None:
-        self._on_running.append(on_running)
-        self._on_exit.append(on_exit)
+        self._here.shutdown()
 
     # -- nodes and their agents ---------------------------------------------------------------
 
@@ -372,11 +400,7 @@ class RayBackend(Backend):
             num_cpus=0,
             max_restarts=0,
             max_concurrency=AGENT_CONCURRENCY,
-        ).remote(
-            self.project_dir if is_servers else None,
-            str(self.log_dir) if is_servers else None,
-            grace=self.grace,
-        )
+        ).remote(self.project_dir if is_servers else None, grace=self.grace, prestart=self.prestart)
         node = _Node(node_id, ip, agent, is_servers)
         with self._lock:
             self._nodes[node_id] = node
@@ -423,10 +447,9 @@ class RayBackend(Backend):
     def _pass_on(self, event: tuple) -> None:
         """Tell the listeners one event of an agent (see :meth:`NodeAgent.events`)."""
         if event[0] == "running":
-            _tell(self._on_running, event[1])
+            self.report_running(event[1])
         else:
-            _, dashboard_id, code, stopped = event
-            reason = "stopped" if stopped else f"exited with status {code}"
+            _, dashboard_id, code, reason = event
             self._ended(dashboard_id, code, reason)
 
     def _lose(self, node: _Node) -> None:
@@ -434,18 +457,19 @@ class RayBackend(Backend):
         with self._lock:
             self._nodes.pop(node.node_id, None)
         alive = any(n["Alive"] for n in ray.nodes() if n["NodeID"] == node.node_id)
-        reason = (
+        why = (
             f"the sense agent on Ray node {node.ip} died"
             if alive
             else f"Ray node {node.ip} was lost"
         )
         for dashboard_id, dashboard in list(self._dashboards.items()):
             if dashboard.node is node and not dashboard.ended.is_set():
+                logger.warning("dashboard %d failed: %s", dashboard_id, why)
                 if not dashboard.log_here:
-                    with open(self._log_path(dashboard_id), "ab") as log:
-                        log.write(f"\n({reason}: this dashboard's output stayed there)\n".encode())
+                    with open_no_link(self.state.log_path(dashboard_id), "ab") as log:
+                        log.write(f"\n({why}: this dashboard's output stayed there)\n".encode())
                     dashboard.log_here = True
-                self._ended(dashboard_id, None, reason)
+                self._ended(dashboard_id, None, "lost")
 
     def _ended(self, dashboard_id: int, code: int | None, reason: str) -> None:
         """Dashboard ``dashboard_id`` has ended: keep its output, free its room, tell."""
@@ -457,7 +481,7 @@ class RayBackend(Backend):
                 self._keep_log(dashboard_id, dashboard)
             remove_placement_group(dashboard.group)
             dashboard.exit_code = code
-            _tell(self._on_exit, dashboard_id, code, reason)
+            self.report_exit(dashboard_id, code, reason)
         finally:
             dashboard.ended.set()
 
@@ -465,7 +489,9 @@ class RayBackend(Backend):
         """Copy an ended dashboard's output from its node to this machine."""
         agent = dashboard.node.agent
         offset = 0
-        with open(self._log_path(dashboard_id), "wb") as log:
+        path = self.state.log_path(dashboard_id)
+        path.unlink(missing_ok=True)
+        with open_no_link(path, "ab") as log:
             try:
                 while chunk := ray.get(agent.read_log.remote(dashboard_id, offset, CHUNK)):
                     log.write(chunk)
@@ -478,21 +504,6 @@ class RayBackend(Backend):
         agent.forget.remote(dashboard_id)
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _log_path(self, dashboard_id: int) -> Path:
-        return self.log_dir / f"{dashboard_id}.log"
-
-    def _read_chunk(self, dashboard_id: int, offset: int, size: int) -> bytes:
-        dashboard = self._dashboards.get(dashboard_id)
-        if dashboard is not None and not dashboard.log_here:
-            try:
-                chunk = ray.get(dashboard.node.agent.read_log.remote(dashboard_id, offset, size))
-            except RayActorError:
-                chunk = b""
-            # Nothing there may mean that it has just ended and its output moved here.
-            if chunk or not dashboard.log_here:
-                return chunk
-        return b"".join(read_chunks(self._log_path(dashboard_id), offset, size))
 
     def _script_on(self, node: _Node, script: str) -> str:
         """``script`` as the node finds it: in Ray's copy of the project, off the server's node."""
@@ -508,12 +519,3 @@ def _wait_for_agents(calls: list[ray.ObjectRef]) -> None:
     for call in calls:
         with contextlib.suppress(RayActorError):
             ray.get(call)
-
-
-def _tell(listeners: list[Callable], *news) -> None:
-    """Call each listener with ``news``; one that fails does not keep it from the others."""
-    for listener in listeners:
-        try:
-            listener(*news)
-        except Exception:
-            logger.exception("a listener of the Ray backend failed on %s", news)

@@ -1,38 +1,36 @@
 """The agent of the Ray backend: what runs on each node and starts its dashboards there.
 
 One agent per node lives as long as the server: a Ray actor pinned to its
-node (see :mod:`sense.local.backends.ray`). It runs each dashboard as the
-local server does, a process group running the small engine, through
-:class:`~sense.local.supervisor.LocalProcessSupervisor`, and keeps its
-output on the node's disk. It imports nothing of Ray: the backend wraps it
-in an actor, and tests can run it in-process.
+node (see :mod:`sense.local.backends.ray`). Ray decides where a dashboard
+goes; the agent runs it there exactly as the local server does, through a
+:class:`~sense.local.backends.local.LocalBackend` of its own (process
+groups running the small engine, forked from a prestarted engine), with the
+node's own environment and the ``SENSE_*`` context that the server built for
+Ray's placement. It imports nothing of Ray: the backend wraps it in an
+actor, and tests can run it in-process.
 
 Example
 -------
->>> agent = NodeAgent(None, None, grace=1.0)                       # doctest: +SKIP
+>>> agent = NodeAgent(None, grace=1.0)                                     # doctest: +SKIP
 >>> agent.launch(7, {"code": "print('hi')"}, {"SENSE_DASHBOARD_ID": "7"})  # doctest: +SKIP
->>> agent.events(timeout=5.0)                                      # doctest: +SKIP
-[('running', 7), ('exit', 7, 0, False)]
+>>> agent.events(timeout=5.0)                                              # doctest: +SKIP
+[('running', 7), ('exit', 7, 0, 'exited')]
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import shutil
-import socket
-import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from sense.local.supervisor import Job, LocalProcessSupervisor
+from sense.local.backends import LaunchSpec
+from sense.local.backends.local import CHUNK, LocalBackend, free_port
+from sense.local.statedir import StateDir
 
-#: Bytes read from a log at a time.
-CHUNK = 64 * 1024
-#: An agent's own log directory (off the server's node): this, its pid, a dash, a random part.
-LOG_DIR_PREFIX = "sense-logs-"
+#: An agent's own state directory (off the server's node): this, its pid, a dash, a random part.
+STATE_DIR_PREFIX = "sense-agent-"
 
 
 def node_environment() -> dict[str, str]:
@@ -55,36 +53,11 @@ def node_environment() -> dict[str, str]:
     )
 
 
-def free_port() -> int:
-    """A TCP port free on every address of this node at this moment."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
-
-
-def read_chunks(path: Path, offset: int = 0, limit: int | None = None) -> Iterator[bytes]:
-    """The bytes of file ``path`` from ``offset`` (negative: from the end), ``limit`` at most.
-
-    A file that does not exist (yet) reads as empty.
-    """
-    with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
-        if offset < 0:
-            offset = max(0, os.fstat(file.fileno()).st_size + offset)
-        file.seek(offset)
-        left = sys.maxsize if limit is None else limit
-        while left > 0:
-            chunk = file.read(min(CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
-
-
-def _remove_log_dirs_of_dead_agents() -> None:
-    """Remove the log directories of this node's agents that died without their shutdown
+def _remove_state_dirs_of_dead_agents() -> None:
+    """Remove the state directories of this node's agents that died without their shutdown
     (their server was killed): nothing can ask for those logs any more."""
-    for path in Path(tempfile.gettempdir()).glob(f"{LOG_DIR_PREFIX}*-*"):
-        owner = path.name[len(LOG_DIR_PREFIX) :].split("-", 1)[0]
+    for path in Path(tempfile.gettempdir()).glob(f"{STATE_DIR_PREFIX}*-*"):
+        owner = path.name[len(STATE_DIR_PREFIX) :].split("-", 1)[0]
         if owner.isdigit() and not _alive(int(owner)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -105,52 +78,48 @@ class NodeAgent:
     Parameters
     ----------
     project_dir : str or None
-        Where dashboards run: the project itself on the server's node, None elsewhere
-        for Ray's copy of it (this process's working directory).
-    log_dir : str or None
-        Where their output goes: the project's log directory on the server's node, None
-        elsewhere for a temporary directory of this node, removed by :meth:`shutdown` (or,
-        if this agent is killed, by the next agent started on the node).
+        The project on the server's node, where dashboards there run and keep their output
+        (in its ``.sense/``); None elsewhere: they run in Ray's copy of it (this process's
+        working directory) and keep their output in a temporary directory of this node,
+        removed by :meth:`shutdown` (or, if this agent is killed, by the next agent here).
     grace : float
         Seconds between SIGTERM and SIGKILL when stopping.
     base_env : dict, optional
         The environment dashboards start from; this node's own by default.
+    prestart : bool
+        Fork dashboards from a prestarted engine on this node (on by default).
     """
 
     def __init__(
         self,
         project_dir: str | None,
-        log_dir: str | None,
         *,
         grace: float,
         base_env: dict[str, str] | None = None,
+        prestart: bool = True,
     ) -> None:
-        self._own_log_dir = log_dir is None
-        if log_dir is None:
-            _remove_log_dirs_of_dead_agents()
-            log_dir = tempfile.mkdtemp(prefix=f"{LOG_DIR_PREFIX}{os.getpid()}-")
-        self.log_dir = Path(log_dir)
-        base = node_environment() if base_env is None else base_env
-        # When the node itself runs on a dashboard, its context must not leak into these.
-        self.base_env = {name: v for name, v in base.items() if not name.startswith("SENSE_")}
-        # Output should reach the log as it is printed, not when a buffer fills.
-        self.base_env.setdefault("PYTHONUNBUFFERED", "1")
+        self._own_state = project_dir is None
+        if project_dir is None:
+            _remove_state_dirs_of_dead_agents()
+            state_dir = tempfile.mkdtemp(prefix=f"{STATE_DIR_PREFIX}{os.getpid()}-")
+        else:
+            state_dir = project_dir
+        self.state = StateDir(state_dir)
         self._events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
-        self.supervisor = LocalProcessSupervisor(
+        self._stopped = False
+        self.processes = LocalBackend(
             project_dir or os.getcwd(),
-            self.log_path,
-            on_running=lambda dashboard_id: self._events.put(("running", dashboard_id)),
-            on_exit=lambda dashboard_id, code, stopped: self._events.put(
-                ("exit", dashboard_id, code, stopped)
-            ),
+            self.state,
             grace=grace,
-            # The node's Python, the one that runs Ray here.
-            python=sys.executable,
+            base_env=node_environment() if base_env is None else base_env,
+            prestart=prestart,
         )
-
-    def log_path(self, dashboard_id: int) -> Path:
-        """Where dashboard ``dashboard_id`` writes its output on this node."""
-        return self.log_dir / f"{dashboard_id}.log"
+        self.processes.subscribe(
+            lambda dashboard_id: self._events.put(("running", dashboard_id)),
+            lambda dashboard_id, code, reason: self._events.put(
+                ("exit", dashboard_id, code, reason)
+            ),
+        )
 
     def pid(self) -> int:
         """This agent's process id (an answer also says that the agent is up)."""
@@ -160,33 +129,38 @@ class NodeAgent:
         """A port free on this node, for a dashboard's ``SENSE_PORT1``."""
         return free_port()
 
-    def launch(self, dashboard_id: int, job: dict, env: dict[str, str]) -> dict:
-        """Start a dashboard: ``job`` has ``code`` or ``script`` and ``argv``; ``env`` (its
-        context and the caller's variables) goes over this node's environment.
+    def launch(self, dashboard_id: int, job: dict, context: dict[str, str]) -> dict:
+        """Start a dashboard: ``job`` has ``code``, or ``script`` and ``argv``, and ``env``;
+        ``context`` is its ``SENSE_*`` variables for where Ray placed it.
 
-        Returns its process's ``pid`` and ``start_time``, to find it after a restart.
+        Returns its handle (``pid``, ``start_time``), to find it after a restart.
         """
-        job = Job(
+        spec = LaunchSpec(
+            dashboard_id,
+            job.get("name", ""),
+            # The local backend's own placement (a loopback address) means nothing here.
+            context=lambda _placement: context,
             code=job.get("code", ""),
             script=job.get("script", ""),
             argv=list(job.get("argv", [])),
-            env={**self.base_env, **env},
+            env=dict(job.get("env", {})),
         )
-        return self.supervisor.launch(dashboard_id, job)
+        handle = self.processes.launch(spec).handle
+        return {"pid": handle["pid"], "start_time": handle["start_time"]}
 
     def stop(self, dashboard_id: int) -> None:
-        """SIGTERM the dashboard's group, SIGKILL after the grace; return once it has ended."""
-        self.supervisor.stop(dashboard_id)
+        """Stop the dashboard (SIGTERM, SIGKILL after the grace); return once it has ended."""
+        self.processes.stop(dashboard_id)
 
     def interrupt(self, dashboard_id: int) -> None:
         """SIGINT the dashboard's group."""
-        self.supervisor.interrupt(dashboard_id)
+        self.processes.interrupt(dashboard_id)
 
     def events(self, timeout: float) -> list[tuple]:
         """What happened since the last call, waiting up to ``timeout`` seconds for something.
 
         ``("running", id)`` once a dashboard's process is up; ``("exit", id, exit_code,
-        stopped)`` once it has ended, ``stopped`` saying whether :meth:`stop` ended it.
+        reason)`` once it has ended, ``reason`` one of :data:`~sense.local.backends.REASONS`.
         """
         try:
             happened = [self._events.get(timeout=timeout)]
@@ -197,29 +171,29 @@ class NodeAgent:
         return happened
 
     def log_size(self, dashboard_id: int) -> int:
-        try:
-            return self.log_path(dashboard_id).stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self.processes.log_size(dashboard_id)
 
     def read_log(self, dashboard_id: int, offset: int = 0, limit: int = CHUNK) -> bytes:
-        """Up to ``limit`` bytes of the dashboard's output from ``offset``."""
-        return b"".join(read_chunks(self.log_path(dashboard_id), offset, limit))
+        """Up to ``limit`` bytes of the dashboard's output from ``offset`` (negative: from the
+        end), counted as :meth:`log_size` counts."""
+        return b"".join(self.processes.read_logs(dashboard_id, offset, limit))
 
     def forget(self, dashboard_id: int) -> None:
         """Remove an ended dashboard's output, once the server has kept its own copy."""
-        self.log_path(dashboard_id).unlink(missing_ok=True)
-
-    def cleanup(self, handles: list[dict]) -> None:
-        """End the process groups of ``handles`` (``pid``, ``start_time``) of an earlier run."""
-        self.supervisor.cleanup(handles)
+        if self._own_state:
+            path = self.state.log_path(dashboard_id)
+            for part in (path, path.with_name(path.name + ".1")):
+                part.unlink(missing_ok=True)
 
     def stop_all(self) -> None:
-        """Stop every dashboard of this node at once; return once they have all ended."""
-        self.supervisor.shutdown()
+        """Stop every dashboard of this node at once, and its prestarted engine; return once
+        they have all ended."""
+        if not self._stopped:
+            self._stopped = True
+            self.processes.shutdown()
 
     def shutdown(self) -> None:
         """Stop every dashboard of this node, and remove the output kept here."""
-        self.supervisor.shutdown()
-        if self._own_log_dir:
-            shutil.rmtree(self.log_dir, ignore_errors=True)
+        self.stop_all()
+        if self._own_state:
+            shutil.rmtree(self.state.project_dir, ignore_errors=True)
