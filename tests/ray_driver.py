@@ -32,12 +32,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
 from sense.local.backends import LaunchSpec, Placement
 from sense.local.backends.ray import RayBackend
+from sense.local.statedir import StateDir
 
 _print_lock = threading.Lock()
 
@@ -84,7 +84,10 @@ def launch(backend: RayBackend, request: dict) -> dict:
 
 
 def main(address: str, project_dir: str) -> None:
-    backend = RayBackend(project_dir, Path(project_dir) / ".sense", grace=1.0, ray_address=address)
+    # Without a prestarted engine: the tests find its dashboards by their environment.
+    backend = RayBackend(
+        project_dir, StateDir(project_dir), grace=1.0, ray_address=address, prestart=False
+    )
     backend.subscribe(
         on_running=lambda dashboard_id: say({"running": dashboard_id}),
         on_exit=lambda dashboard_id, code, reason: say(

@@ -132,7 +132,7 @@ def test_ray_a_size_no_node_can_hold_is_refused_before_any_side_effect(
     ray_cluster, project_dir, mark
 ):
     with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        reason = backend.check("sense-ipython-engine", 16)
+        reason = backend.refusal("sense-ipython-engine", 16)
         assert reason == (
             "no node of the Ray cluster has 16 CPUs for a dashboard of size 16 "
             "(the most a node has is 2)"

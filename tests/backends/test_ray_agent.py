@@ -29,9 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 def agent(tmp_path, mark):
     project = tmp_path / "project"
     project.mkdir()
-    agent = NodeAgent(
-        str(project), None, grace=1.0, base_env={**os.environ, "SENSE_MASTER_ID": "3"}
-    )
+    agent = NodeAgent(str(project), grace=1.0, base_env={**os.environ, "SENSE_MASTER_ID": "3"})
     yield agent
     agent.shutdown()
 
@@ -48,7 +46,7 @@ def events_until_exit(agent: NodeAgent, *dashboard_ids: int) -> list[tuple]:
 
 def test_the_agent_reports_running_then_the_exit_and_serves_the_output(agent, mark):
     agent.launch(1, {"code": "print('from the node')"}, {MARK: mark})
-    assert events_until_exit(agent, 1) == [("running", 1), ("exit", 1, 0, False)]
+    assert events_until_exit(agent, 1) == [("running", 1), ("exit", 1, 0, "exited")]
     assert agent.log_size(1) == len("from the node\n")
     assert agent.read_log(1) == b"from the node\n"
     assert agent.read_log(1, offset=5, limit=3) == b"the"
@@ -57,7 +55,8 @@ def test_the_agent_reports_running_then_the_exit_and_serves_the_output(agent, ma
 
 def test_a_dashboard_has_the_node_s_environment_without_sense_then_its_own(agent, mark):
     code = "import json, os; print(json.dumps(dict(os.environ)))"
-    agent.launch(1, {"code": code}, {MARK: mark, "ROLE": "worker", "HOME": "/elsewhere"})
+    job = {"code": code, "env": {"ROLE": "worker", "HOME": "/elsewhere"}}
+    agent.launch(1, job, {MARK: mark, "ROLE": "the context's"})
     events_until_exit(agent, 1)
     env = json.loads(agent.read_log(1))
     assert env["ROLE"] == "worker"
@@ -76,33 +75,38 @@ def test_stop_all_ends_every_dashboard_and_says_it_was_stopped(agent, mark):
     agent.stop_all()
     events = events_until_exit(agent, 1, 2)
     exits = sorted(event for event in events if event[0] == "exit")
-    assert exits == [("exit", i, 128 + signal.SIGTERM, True) for i in (1, 2)]
+    assert exits == [("exit", i, 128 + signal.SIGTERM, "stopped") for i in (1, 2)]
 
 
-def test_forget_removes_the_output_kept_on_the_node(agent, mark):
-    agent.launch(1, {"code": "print('kept')"}, {MARK: mark})
-    events_until_exit(agent, 1)
-    agent.forget(1)
-    assert agent.read_log(1) == b""
-    assert agent.log_size(1) == 0
+def test_forget_removes_the_output_kept_on_a_node_other_than_the_server_s(mark):
+    agent = NodeAgent(None, grace=1.0)
+    try:
+        agent.launch(1, {"code": "print('kept')"}, {MARK: mark})
+        events_until_exit(agent, 1)
+        assert agent.read_log(1) == b"kept\n"
+        agent.forget(1)
+        assert agent.read_log(1) == b""
+        assert agent.log_size(1) == 0
+    finally:
+        agent.shutdown()
 
 
-def test_the_agent_s_own_log_directory_goes_with_it_and_a_given_one_stays(tmp_path):
-    own = NodeAgent(None, None, grace=1.0)
+def test_the_agent_s_own_state_directory_goes_with_it_and_the_project_s_stays(tmp_path):
+    own = NodeAgent(None, grace=1.0)
     own.shutdown()
-    assert not own.log_dir.exists()
-    given = NodeAgent(None, str(tmp_path), grace=1.0)
-    given.shutdown()
-    assert tmp_path.is_dir()
+    assert not own.state.project_dir.exists()
+    project = NodeAgent(str(tmp_path), grace=1.0)
+    project.shutdown()
+    assert (tmp_path / ".sense" / "logs").is_dir()
 
 
-def test_an_agent_removes_the_log_directories_of_agents_that_died_without_their_shutdown():
+def test_an_agent_removes_the_state_directories_of_agents_that_died_without_their_shutdown():
     dead = subprocess.Popen([shutil.which("true")])
     dead.wait()
-    left = Path(tempfile.mkdtemp(prefix=f"sense-logs-{dead.pid}-"))
-    alive = Path(tempfile.mkdtemp(prefix=f"sense-logs-{os.getpid()}-"))
+    left = Path(tempfile.mkdtemp(prefix=f"sense-agent-{dead.pid}-"))
+    alive = Path(tempfile.mkdtemp(prefix=f"sense-agent-{os.getpid()}-"))
     try:
-        NodeAgent(None, None, grace=1.0).shutdown()
+        NodeAgent(None, grace=1.0).shutdown()
         assert not left.exists()
         assert alive.is_dir()
     finally:
@@ -126,20 +130,18 @@ def test_the_node_s_environment_is_the_one_its_ray_node_started_with():
         assert node_environment() == dict(os.environ)
 
 
-def test_interrupt_stop_and_cleanup_end_a_dashboard_each_their_way(agent, mark):
+def test_interrupt_and_stop_end_a_dashboard_each_their_way(agent, mark):
     code = "import time; print('up', flush=True); time.sleep(60)"
-    for dashboard_id in (1, 2, 3):
-        handle = agent.launch(dashboard_id, {"code": code}, {MARK: mark})
+    for dashboard_id in (1, 2):
+        agent.launch(dashboard_id, {"code": code}, {MARK: mark})
     # Once its job runs (before, Ctrl-C would interrupt the engine's own start).
-    wait_for(lambda: all(agent.read_log(i) == b"up\n" for i in (1, 2, 3)), 30, what="the jobs")
+    wait_for(lambda: all(agent.read_log(i) == b"up\n" for i in (1, 2)), 30, what="the jobs")
     agent.interrupt(1)
     agent.stop(2)
-    agent.cleanup([handle])  # as if an earlier run had left dashboard 3
-    exits = sorted(event for event in events_until_exit(agent, 1, 2, 3) if event[0] == "exit")
+    exits = sorted(event for event in events_until_exit(agent, 1, 2) if event[0] == "exit")
     assert exits == [
-        ("exit", 1, 128 + signal.SIGINT, False),
-        ("exit", 2, 128 + signal.SIGTERM, True),
-        ("exit", 3, -signal.SIGKILL, False),
+        ("exit", 1, 128 + signal.SIGINT, "exited"),
+        ("exit", 2, 128 + signal.SIGTERM, "stopped"),
     ]
 
 
