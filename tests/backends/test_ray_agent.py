@@ -130,11 +130,6 @@ def test_the_node_s_environment_is_the_one_its_ray_node_started_with():
         assert node_environment() == dict(os.environ)
 
 
-@pytest.mark.xfail(
-    reason="the local backend's interrupt SIGINTs the engine too, which dies of it (-2) since "
-    "the engine forks its job; to be fixed in LocalBackend.interrupt",
-    strict=True,
-)
 def test_interrupt_and_stop_end_a_dashboard_each_their_way(agent, mark):
     code = "import time; print('up', flush=True); time.sleep(60)"
     for dashboard_id in (1, 2):
@@ -145,7 +140,8 @@ def test_interrupt_and_stop_end_a_dashboard_each_their_way(agent, mark):
     agent.stop(2)
     exits = sorted(event for event in events_until_exit(agent, 1, 2) if event[0] == "exit")
     assert exits == [
-        ("exit", 1, 128 + signal.SIGINT, "exited"),
+        # As `python` ends of an uncaught KeyboardInterrupt: killed by SIGINT.
+        ("exit", 1, -signal.SIGINT, "exited"),
         ("exit", 2, 128 + signal.SIGTERM, "stopped"),
     ]
 
