@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,6 +32,7 @@ from waiting import wait_for
 from sense.local.backends import LaunchSpec, Placement
 from sense.local.statedir import StateDir
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: The nodes of the session's cluster (``backends/conftest.py``).
 NODES = 3
 #: Each dashboard's context carries its test's mark, by which its processes are found.
@@ -163,6 +170,33 @@ def wait_for_log(backend, dashboard_id: int, text: str, timeout: float = 30) -> 
         return log if text in log else None
 
     return wait_for(log_with_text, timeout, what=f"{text!r} in the output of {dashboard_id}")
+
+
+def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...] = ()) -> str:
+    """``sense run --backend ray --ray-address ADDRESS cluster.py`` of the README, unmodified,
+    in ``project_dir`` (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that
+    it succeeded with its workers on more than one node, and return its output."""
+    shutil.copy(EXAMPLES / "cluster.py", project_dir)
+    sense = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
+    run = subprocess.run(
+        [*prefix, *sense, "run", "--backend", "ray", "--ray-address", address, "cluster.py"],
+        cwd=project_dir,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    output = run.stdout
+    assert run.returncode == 0, output
+    hellos = re.findall(r"worker \d+ says hello from (\S+)", output)
+    assert len(hellos) == 4, output
+    assert len(set(hellos)) > 1, f"every worker ran on {hellos[0]}"
+    assert "the cluster summed the squares below 1000000: 333332833333500000" in output
+    assert "cluster: [1, 2, 3, 4, 5]" in output
+    assert "after stopWorkers(): [1]" in output
+    assert output.count("said hello to the master") == 4  # the workers' own lines, prefixed
+    return output
 
 
 def sigkill_of_the_driver_leaves_nothing(driver, ids: range, mark: str, node_ips: set[str]):

@@ -85,14 +85,16 @@ class Host:
         """The host's init (pid 1 inside), as this machine numbers it."""
         return psutil.Process(self.boot.pid).children()[0].pid
 
-    def enter(self) -> list[str]:
-        """The command prefix that runs a program on this host."""
+    def enter(self, cwd: os.PathLike | None = None) -> list[str]:
+        """The command prefix that runs a program on this host (in ``cwd``, as the host sees
+        it: entering a mount namespace starts at its root)."""
         init = self.init_pid
         return [
             "nsenter",
             f"--net=/run/netns/{self.namespace}",
             f"--mount=/proc/{init}/ns/mnt",
             f"--pid=/proc/{init}/ns/pid",
+            *([f"--wd={cwd}"] if cwd is not None else []),
             "--",
         ]
 

@@ -8,6 +8,7 @@ Each test has a backend of its own (one Ray driver per process at a time).
 from __future__ import annotations
 
 import contextlib
+import re
 
 import psutil
 import pytest
@@ -17,6 +18,7 @@ from backend_support import (
     dashboards_with_processes,
     log_of,
     make_backend,
+    run_the_cluster_example,
     sigkill_of_the_driver_leaves_nothing,
     subscribed,
 )
@@ -174,3 +176,11 @@ def test_ray_sigkill_of_the_server_ends_every_dashboard_and_its_children_on_ever
 ):
     with Driver(ray_cluster.address, project_dir) as driver:
         sigkill_of_the_driver_leaves_nothing(driver, range(1, NODES + 1), mark, NODE_IPS)
+
+
+def test_ray_sense_run_of_the_cluster_example_puts_its_workers_on_the_cluster_s_nodes(
+    ray_cluster, project_dir
+):
+    output = run_the_cluster_example(ray_cluster.address, project_dir)
+    hellos = set(re.findall(r"says hello from (\S+)", output))
+    assert hellos <= NODE_IPS

@@ -10,9 +10,15 @@ as one server's would be.
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
-from backend_support import MARK, make_project, sigkill_of_the_driver_leaves_nothing
+from backend_support import (
+    MARK,
+    make_project,
+    run_the_cluster_example,
+    sigkill_of_the_driver_leaves_nothing,
+)
 from hosts import Hosts, missing_requirement
 from needs import require
 from ray_driver import Driver
@@ -40,7 +46,9 @@ def hosts(project_dir):
 @pytest.fixture
 def driver(hosts, project_dir):
     """The server's stand-in, on the head host."""
-    with Driver(hosts.address, project_dir, prefix=tuple(hosts[0].enter())) as driver:
+    with Driver(
+        hosts.address, project_dir, prefix=tuple(hosts[0].enter(cwd=project_dir))
+    ) as driver:
         yield driver
 
 
@@ -92,3 +100,11 @@ def test_hosts_a_worker_reaches_another_on_its_project_ip_and_port_across_hosts(
 def test_hosts_sigkill_of_the_server_leaves_no_process_on_any_host(hosts, driver, mark):
     node_ips = {host.ip for host in hosts.hosts}
     sigkill_of_the_driver_leaves_nothing(driver, range(21, 21 + HOSTS), mark, node_ips)
+
+
+def test_hosts_the_readme_s_cluster_example_runs_unmodified_across_the_hosts(hosts, project_dir):
+    # `sense run` on the head host, the only one with the project folder.
+    head = tuple(hosts[0].enter(cwd=project_dir))
+    output = run_the_cluster_example(hosts.address, project_dir, prefix=head)
+    hellos = set(re.findall(r"says hello from (\S+)", output))
+    assert hellos <= {host.ip for host in hosts.hosts}
