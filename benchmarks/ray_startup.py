@@ -46,9 +46,10 @@ class SenseOnRay:
 
     def __init__(self, address: str) -> None:
         from sense.local.backends.ray import RayBackend
+        from sense.local.statedir import StateDir
 
         project = Path(tempfile.mkdtemp())
-        self.backend = RayBackend(str(project), project / ".sense", grace=1.0, ray_address=address)
+        self.backend = RayBackend(str(project), StateDir(project), grace=1.0, ray_address=address)
         self.next_id = 1
 
     def time_to_report(self, n: int) -> float:
@@ -57,7 +58,10 @@ class SenseOnRay:
             env = {"MASTER_HOST": host, "MASTER_PORT": str(port)}
             ids = range(self.next_id, self.next_id + n)
             self.next_id += n
-            specs = [LaunchSpec(i, "worker", "python", "small", REPORT_BACK, env=env) for i in ids]
+            specs = [
+                LaunchSpec(i, "worker", context=lambda _placement: {}, code=REPORT_BACK, env=env)
+                for i in ids
+            ]
             started = time.perf_counter()
             with ThreadPoolExecutor(sense.THREAD_POOL_SIZE) as pool:
                 list(pool.map(self.backend.launch, specs))
