@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sense import environment, rest, urls, workers
@@ -110,13 +110,15 @@ class Client:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout: Timeout | None = None,
+        stream: bool = False,
     ) -> Any:
         """Send one request to the project's API; return its JSON answer (None when empty).
 
         ``path`` is relative to the project URL (``""`` for the project itself,
         ``"/dashboards"``, ...). Raises :class:`sense.SenseAPIError` for an error
         answer, :class:`sense.SenseConnectionError` when the API cannot be reached
-        or does not answer within the timeout.
+        or does not answer within the timeout. With ``stream``, the answer's body comes
+        back as an iterator of chunks of bytes instead.
 
         Examples
         --------
@@ -132,6 +134,7 @@ class Client:
             timeout=self.timeout if timeout is None else timeout,
             json=json,
             params=params,
+            stream=stream,
         )
 
     # --- the API of the module ----------------------------------------------------------
@@ -204,6 +207,20 @@ class Client:
             self, statuses=[Status(s) for s in statuses], master_id=master_id, name=name
         )
 
+    def getLogs(self, dashboard_id: int | str, offset: int = 0) -> Iterator[bytes]:
+        """A dashboard's output, in chunks of bytes as they arrive, from byte ``offset``.
+
+        A negative ``offset`` counts from the end (``-1000``: the last 1,000 bytes). Streamed:
+        a log of any size takes little memory.
+
+        Examples
+        --------
+        >>> for chunk in client.getLogs(7):  # doctest: +SKIP
+        ...     sys.stdout.buffer.write(chunk)
+        """
+        params = {"offset": offset} if offset else None
+        return self.request("GET", f"/dashboards/{dashboard_id}/logs", params=params, stream=True)
+
     def launch_workers(
         self,
         n: int,
@@ -222,6 +239,7 @@ class Client:
     get_master = getMaster
     await_workers = awaitWorkers
     list_dashboards = getDashboards
+    get_logs = getLogs
 
 
 def _check_settings(url: Any, auth: Any, timeout: Any, retries: Any, pool_size: Any) -> None:

@@ -31,6 +31,8 @@ BACKOFF_FACTOR = 0.25
 
 #: Per-request proxies that override the environment's (HTTP_PROXY, ALL_PROXY, ...): none.
 NO_PROXY = {"http": None, "https": None, "all": None}
+#: Bytes of a streamed answer handed over at a time.
+STREAM_CHUNK = 64 * 1024
 
 
 def new_session(retries: int, pool_size: int):
@@ -65,8 +67,12 @@ def send(
     timeout: Timeout,
     json: Any = None,
     params: Mapping[str, Any] | None = None,
+    stream: bool = False,
 ) -> Any:
     """Send one request to the API; return the JSON answer (None for an empty one).
+
+    With ``stream``, the answer's body as it comes instead, in chunks of bytes (a log of
+    any size then takes little memory).
 
     A request to this machine (localhost, 127.0.0.0/8, ::1) never goes
     through a proxy, whatever the environment's proxy variables say: a
@@ -97,6 +103,7 @@ def send(
             params=params,
             auth=auth,
             timeout=timeout,
+            stream=stream,
             # A copy: requests adds the environment's settings into the dict it is given.
             proxies=dict(NO_PROXY) if urls.is_loopback(url) else None,
         )
@@ -113,6 +120,8 @@ def send(
             method=method,
             url=shown_url,
         )
+    if stream:
+        return response.iter_content(STREAM_CHUNK)
     if not response.content:
         return None
     try:

@@ -174,3 +174,20 @@ def test_the_default_client_reads_the_module_settings_at_every_call(monkeypatch)
     assert repr(client.default()) == (
         "sense.Client(url=None, auth=None, timeout=(1.0, 2.0), retries=5, pool_size=7)"
     )
+
+
+def test_get_logs_streams_a_dashboards_output_from_an_offset(clean_env, httpserver):
+    log = b"".join(f"line {i}\n".encode() for i in range(20_000))  # several chunks
+    httpserver.expect_request(
+        f"{DASHBOARDS}/8/logs", method="GET", query_string="offset=-11"
+    ).respond_with_data(log[-11:], content_type="text/plain")
+    httpserver.expect_request(
+        f"{DASHBOARDS}/8/logs", method="GET", query_string=""
+    ).respond_with_data(log, content_type="text/plain")
+    project = sense.Client(url=httpserver.url_for(PROJECT_PATH), auth=(TOKEN, ""))
+    chunks = list(project.getLogs(8))
+    assert b"".join(chunks) == log and len(chunks) > 1
+    assert b"".join(project.get_logs(8, offset=-11)) == b"line 19999\n"
+    with pytest.raises(sense.SenseAPIError) as raised:
+        list(project.getLogs(999))
+    assert raised.value.status_code == 500  # pytest-httpserver's answer to an unexpected request

@@ -21,8 +21,9 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-from sense.errors import SenseError
+from sense.errors import SenseAPIError, SenseError
 from sense.local import LocalServer
+from sense.status import ACTIVE
 
 _EXAMPLES = """\
 examples:
@@ -323,12 +324,9 @@ class _signals:
 # -- ps, logs, stop: a client of a running server -----------------------------------------------
 
 
-#: The listing's filter for dashboards that have not ended.
-_ACTIVE = {"status": ["starting", "running"]}
-
-
 def _ps(args) -> int:
-    dashboards = _request(args, "GET", "/dashboards", params=None if args.all else _ACTIVE).json()
+    client = _client(args)
+    dashboards = client.getDashboards(status=None if args.all else ACTIVE)
     print(f"{'ID':>4}  {'STATUS':<9} {'MASTER':>6}  {'PROJECT IP':<15} {'EXIT':>4}  NAME")
     for d in dashboards:
         master = "" if d["master_id"] is None else d["master_id"]
@@ -341,18 +339,18 @@ def _ps(args) -> int:
 
 
 def _logs(args) -> int:
-    answer = _request(args, "GET", f"/dashboards/{args.id}/logs", stream=True)
     # A chunk at a time, as it comes: a log of any size takes little memory.
-    for chunk in answer.iter_content(64 * 1024):
+    for chunk in _client(args).getLogs(args.id):
         sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
     return 0
 
 
 def _stop(args) -> int:
+    client = _client(args)
     ids = args.ids
     if not ids:
-        active = _request(args, "GET", "/dashboards", params=_ACTIVE).json()
+        active = client.getDashboards(status=ACTIVE)
         # The process that runs the server (a shell's, a notebook's) is its master, not a
         # worker: the API refuses to stop it, and it is not asked to.
         attached = _find_server(args.project_dir).attached
@@ -362,39 +360,24 @@ def _stop(args) -> int:
         ids = [d["id"] for d in active]
     status = 0
     for dashboard_id in ids:
-        answer = _request(
-            args, "PATCH", f"/dashboards/{dashboard_id}", ok=False, json={"status": "stopped"}
-        )
-        if answer.ok:
-            print(f"{dashboard_id}: {answer.json()['status']}")
-        else:
-            print(f"{dashboard_id}: {_error_of(answer)}", file=sys.stderr)
+        try:
+            stopped = client.request(
+                "PATCH", f"/dashboards/{dashboard_id}", json={"status": "stopped"}
+            )
+        except SenseAPIError as error:
+            print(f"{dashboard_id}: {error.message}", file=sys.stderr)
             status = 1
+        else:
+            print(f"{dashboard_id}: {stopped['status']}")
     return status
 
 
-def _request(args, method: str, path: str, *, ok: bool = True, **kwargs):
-    """A request to the project of ``args``; raises SenseError unless ``ok`` is False."""
-    import requests
+def _client(args):
+    """A client of the project of ``args``, which answers at once or not at all."""
+    import sense
 
-    project_url, auth, _ = _find_server(args.project_dir)
-    try:
-        with requests.Session() as session:
-            # The server is on this machine: no proxy of the environment may stand between.
-            session.trust_env = False
-            answer = session.request(method, project_url + path, auth=auth, timeout=30, **kwargs)
-    except requests.ConnectionError:
-        raise SenseError(f"no local Sense server answers at {project_url}") from None
-    if ok and not answer.ok:
-        raise SenseError(f"{method} {path}: {answer.status_code} {_error_of(answer)}")
-    return answer
-
-
-def _error_of(answer) -> str:
-    try:
-        return answer.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return answer.text
+    server = _find_server(args.project_dir)
+    return sense.Client(url=server.project_url, auth=server.auth, timeout=30, retries=0)
 
 
 class _Server(NamedTuple):

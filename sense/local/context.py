@@ -14,20 +14,15 @@ Example
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from sense import variables
 
 if TYPE_CHECKING:
     from sense.local.sshd.access import SshAccess
 
 PUBLIC_DNS = "localhost"
-
-RESERVED = re.compile(
-    r"SENSE_(API_URL|OWNER_ID|PROJECT_ID|PROJECT_URL|DASHBOARD_ID|MASTER_ID|API_TOKEN|API_KEY"
-    r"|USERNAME|PASSWORD|PROJECT_IP|DNS_PUBLIC|PUBLIC_DNS|SSH_PORT_PUBLIC|PUBLIC_SSH_PORT"
-    r"|SSH_PASSWORD|PORT\d+|PORT\d+_PUBLIC|PUBLIC_PORT\d+)"
-)
 
 
 @dataclass(frozen=True)
@@ -48,36 +43,29 @@ class Project:
         return f"{self.api_url}/users/{self.owner_id}/projects/{self.project_id}"
 
 
-def is_reserved(name: str) -> bool:
-    """Whether ``name`` is a context variable, which a caller's ``env`` may not set."""
-    return RESERVED.fullmatch(name) is not None
-
-
 def context(project: Project, dashboard: dict) -> dict[str, str]:
-    """The ``SENSE_*`` variables of ``dashboard`` (a row with id, master_id, address, ports)."""
+    """The ``SENSE_*`` variables of ``dashboard`` (a row with id, master_id, address, ports).
+
+    Each in every spelling of :mod:`sense.variables`, the table the client reads them by.
+    """
     master = dashboard.get("master_id")
-    variables = {
-        "SENSE_API_URL": project.api_url,
-        "SENSE_OWNER_ID": project.owner_id,
-        "SENSE_PROJECT_ID": project.project_id,
-        "SENSE_PROJECT_URL": project.url,
-        "SENSE_DASHBOARD_ID": str(dashboard["id"]),
+    values = [
+        (variables.API_URL, project.api_url),
+        (variables.OWNER_ID, project.owner_id),
+        (variables.PROJECT_ID, project.project_id),
+        (variables.PROJECT_URL, project.url),
+        (variables.DASHBOARD_ID, str(dashboard["id"])),
         # Empty, not absent, on a master: the 0.1.2 client reads it unconditionally.
-        "SENSE_MASTER_ID": "" if master is None else str(master),
-        "SENSE_API_TOKEN": project.token,
-        "SENSE_API_KEY": project.token,
-        "SENSE_PROJECT_IP": dashboard["project_ip"],
-        "SENSE_DNS_PUBLIC": PUBLIC_DNS,
-        "SENSE_PUBLIC_DNS": PUBLIC_DNS,
-    }
+        (variables.MASTER_ID, "" if master is None else str(master)),
+        (variables.API_TOKEN, project.token),
+        (variables.PROJECT_IP, dashboard["project_ip"]),
+        (variables.PUBLIC_DNS, PUBLIC_DNS),
+    ]
     ports = sorted(dashboard.get("public_port_mapping", {}).items(), key=lambda item: int(item[0]))
     for i, (private, public) in enumerate(ports, start=1):
-        variables[f"SENSE_PORT{i}"] = str(private)
-        variables[f"SENSE_PORT{i}_PUBLIC"] = str(public)
-        variables[f"SENSE_PUBLIC_PORT{i}"] = str(public)
+        values.append((variables.numbered(variables.PRIVATE_PORT, i), str(private)))
+        values.append((variables.numbered(variables.PUBLIC_PORT, i), str(public)))
     if project.ssh is not None:
-        variables["SENSE_SSH_PORT_PUBLIC"] = variables["SENSE_PUBLIC_SSH_PORT"] = str(
-            project.ssh.port
-        )
-        variables["SENSE_SSH_PASSWORD"] = project.ssh.password(dashboard["id"])
-    return variables
+        values.append((variables.SSH_PORT_PUBLIC, str(project.ssh.port)))
+        values.append((variables.SSH_PASSWORD, project.ssh.password(dashboard["id"])))
+    return {name: value for names, value in values for name in names}

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sense.local.context import RESERVED, is_reserved
+from sense.status import Status
+from sense.variables import RESERVED, is_reserved
 
 DEFAULT_ENGINE = "sense-ipython-engine"
-Status = Literal["starting", "running", "stopped", "failed"]
 Size = Literal["small", "medium", "large"] | Annotated[int, Field(ge=0, le=16)]
 #: The largest id SQLite keeps: a dashboard id or ``master_id`` past it cannot name a dashboard.
 MAX_ID = 2**63 - 1
@@ -215,4 +215,4 @@ class StopRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    status: Literal["stopped"]
+    status: Literal[Status.STOPPED]

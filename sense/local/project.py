@@ -22,6 +22,7 @@ from sense.local import backends, context
 from sense.local.backends import Backend, LaunchSpec, Placement
 from sense.local.models import LaunchRequest
 from sense.local.store import ACTIVE, Store, now
+from sense.status import Status
 
 #: Public fields of a row (the dashboard of the README); the rest is the server's own bookkeeping.
 _PUBLIC = (
@@ -119,7 +120,7 @@ class LocalProject:
     def workers(self, master_id: int) -> list[dict]:
         """The running workers of master ``master_id``."""
         self.get(master_id)
-        return self.dashboards(master_id=master_id, status="running")
+        return self.dashboards(master_id=master_id, status=Status.RUNNING)
 
     def read_logs(
         self, dashboard_id: int, offset: int = 0, limit: int | None = None
@@ -194,7 +195,7 @@ class LocalProject:
         row = self._new_row("attached", {"name": "local master"})
         placement = self.backend.attach(row["id"])
         row = self.store.update(
-            row["id"], status="running", started_at=now(), **_placement_fields(placement)
+            row["id"], status=Status.RUNNING, started_at=now(), **_placement_fields(placement)
         )
         self._launched(row["id"])
         return self.public(row)
@@ -218,7 +219,7 @@ class LocalProject:
 
     def _check_master(self, master_id: int) -> None:
         master = self.store.get(master_id)
-        if master is None or master["status"] != "running":
+        if master is None or master["status"] != Status.RUNNING:
             raise Conflict(f"dashboard {master_id} is not a running master: cannot launch under it")
         if master["master_id"] is not None:
             raise Conflict(
@@ -241,7 +242,7 @@ class LocalProject:
             if master_id is not None:
                 self._check_master(master_id)
             row = self.store.insert(
-                status="starting",
+                status=Status.STARTING,
                 kind=kind,
                 limit=None if limit is None else ("api", limit),
                 **fields,
@@ -254,7 +255,7 @@ class LocalProject:
         try:
             placement = self.backend.launch(spec)
         except OSError as error:
-            self.store.end(row["id"], "failed", None)
+            self.store.end(row["id"], Status.FAILED, None)
             raise ProjectError(f"dashboard {row['id']} could not start: {error}") from error
         finally:
             self._launched(row["id"])
@@ -283,7 +284,7 @@ class LocalProject:
             self.backend.stop(dashboard_id)
             # A dashboard whose process never came up has no end to report: record it here.
             self.store.update(
-                dashboard_id, only_if_status=ACTIVE, status="stopped", stopped_at=now()
+                dashboard_id, only_if_status=ACTIVE, status=Status.STOPPED, stopped_at=now()
             )
         self._stop_workers_of(dashboard_id)
         return self.dashboard(dashboard_id)
@@ -297,7 +298,9 @@ class LocalProject:
             launch.wait()
         self.backend.shutdown()
         for row in self.store.select(status=ACTIVE):
-            self.store.update(row["id"], only_if_status=ACTIVE, status="stopped", stopped_at=now())
+            self.store.update(
+                row["id"], only_if_status=ACTIVE, status=Status.STOPPED, stopped_at=now()
+            )
 
     def _stop_workers_of(self, master_id: int) -> None:
         workers = self.store.select(master_id=master_id, status=ACTIVE)
@@ -311,11 +314,12 @@ class LocalProject:
 
     def _on_running(self, dashboard_id: int) -> None:
         self.store.update(
-            dashboard_id, only_if_status=("starting",), status="running", started_at=now()
+            dashboard_id, only_if_status=(Status.STARTING,), status=Status.RUNNING, started_at=now()
         )
 
     def _on_exit(self, dashboard_id: int, exit_code: int | None, reason: str) -> None:
-        status = "stopped" if reason == "stopped" or exit_code == 0 else "failed"
+        ended_well = reason == "stopped" or exit_code == 0
+        status = Status.STOPPED if ended_well else Status.FAILED
         with self._lock:  # see _new_row
             row = self.store.end(dashboard_id, status, exit_code)
         if row is not None and row["master_id"] is None:
@@ -333,7 +337,7 @@ class LocalProject:
         for name, of_backend in handles.items():
             backends.load(name).recover(of_backend)
         for row in leftovers:
-            status = "stopped" if row["kind"] == "attached" else "failed"
+            status = Status.STOPPED if row["kind"] == "attached" else Status.FAILED
             self.store.update(row["id"], status=status, stopped_at=now())
 
 

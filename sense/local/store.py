@@ -21,9 +21,11 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
+from sense import status
 from sense.errors import SenseError
 
-ACTIVE = ("starting", "running")
+#: The statuses of a dashboard whose process has not ended, as a tuple for SQL.
+ACTIVE = tuple(sorted(status.ACTIVE))
 _ACTIVE_SQL = ", ".join("?" for _ in ACTIVE)
 
 _SCHEMA = """
@@ -195,7 +197,7 @@ class Store:
         for column, wanted in wanted_columns:
             if wanted is None:
                 continue
-            wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+            wanted = tuple(wanted) if isinstance(wanted, (tuple, frozenset)) else (wanted,)
             conditions.append(f"{column} IN ({', '.join('?' for _ in wanted)})")
             values += list(wanted)
         if after is not None:

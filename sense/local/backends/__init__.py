@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import importlib
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -149,12 +150,15 @@ class Backend(abc.ABC):
         self._exit_listeners.append(on_exit)
 
     def report_running(self, dashboard_id: int) -> None:
+        """Tell the listeners that a dashboard's process is up."""
         for listener in self._running_listeners:
-            listener(dashboard_id)
+            _tell(listener, f"dashboard {dashboard_id} runs", dashboard_id)
 
     def report_exit(self, dashboard_id: int, exit_code: int | None, reason: str) -> None:
+        """Tell the listeners that a dashboard has ended."""
+        what = f"dashboard {dashboard_id} ended (exit code {exit_code}, {reason})"
         for listener in self._exit_listeners:
-            listener(dashboard_id, exit_code, reason)
+            _tell(listener, what, dashboard_id, exit_code, reason)
 
     # -- what it accepts -------------------------------------------------------------------------
 
@@ -228,6 +232,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def shutdown(self) -> None:
         """Stop every dashboard, and let go of what the backend holds."""
+
+
+def _tell(listener: Callable, what: str, *args) -> None:
+    """Call a listener; if it fails (a full disk, say), one line says so, not a traceback.
+
+    A backend's watching threads must go on whatever its listeners meet.
+    """
+    try:
+        listener(*args)
+    except Exception as error:
+        print(f"sense: {what}, but that could not be recorded: {error}", file=sys.stderr)
 
 
 def load(name: str) -> type[Backend]:

@@ -315,12 +315,6 @@ class LocalBackend(Backend):
         self.state.code_path(dashboard_id).unlink(missing_ok=True)
         try:
             self.report_exit(dashboard_id, code, "stopped" if process.stopped else "exited")
-        except Exception as error:  # a full disk, say: one line, not a thread's traceback
-            print(
-                f"sense: dashboard {dashboard_id} ended (exit code {code}), but its end could "
-                f"not be recorded: {error}",
-                file=sys.stderr,
-            )
         finally:
             process.channel.close()
             process.ended.set()

@@ -42,6 +42,7 @@ from sense.local.sshd.access import SshAccess
 from sense.local.sshd.command import Command
 from sense.local.sshd.hostkey import load_or_create_host_key
 from sense.local.sshd.throttle import LoginThrottle
+from sense.status import Status
 
 #: Seconds to wait for a dashboard's SSH processes to end once they have been killed.
 END_TIMEOUT = 10.0
@@ -161,7 +162,7 @@ class SshServer:
 
     def log_in(self, connection, user: str, password: str) -> bool:
         """Whether ``password`` is that of a running dashboard; if so the connection is its."""
-        running = [row["id"] for row in self._project.store.select(status="running")]
+        running = [row["id"] for row in self._project.store.select(status=Status.RUNNING)]
         dashboard_id = self.access.dashboard_for(user, password, running)
         if dashboard_id is None:
             return False
@@ -220,7 +221,7 @@ class SshServer:
 
     def _adopt(self, dashboard_id: int, channel, command: Command) -> None:
         """Make ``command`` (run for ``channel``) the dashboard's: it ends with the dashboard."""
-        if self._project.get(dashboard_id)["status"] != "running":
+        if self._project.get(dashboard_id)["status"] != Status.RUNNING:
             command.end()  # the dashboard ended while the command started
             dashboard = _Dashboard()
         else:
