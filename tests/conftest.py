@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, TOKEN
+from needs import require
 from pytest_httpserver import HTTPServer
 
 from sense import rest, workers
@@ -20,6 +22,17 @@ def make_httpserver():
     yield server
     server.clear()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray cluster of 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), one for the
+    session: Ray takes seconds to start on a small machine."""
+    require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
+    from ray_cluster import loopback_cluster
+
+    with loopback_cluster(3) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -41,8 +41,10 @@ class LocalServer:
     project_dir : path, optional
         The project: workers run there, and its ``.sense/`` keeps the state. Default: the
         working directory.
-    host : str
-        Where to listen; loopback by default.
+    host : str, optional
+        Where to listen: by default loopback, or where the backend's dashboards reach the
+        server (with ``"ray"``, the IP of the server's Ray node; the token is required as
+        always).
     port : int
         0 (the default) picks any free port; see :attr:`url`.
     max_workers : int, optional
@@ -63,7 +65,7 @@ class LocalServer:
         ``prestart`` (False: a fresh interpreter for every dashboard, not a fork of a
         prestarted engine) and ``log_cap`` (bytes a dashboard's log holds before it is set
         aside as ``<id>.log.1`` and starts anew; 100 MiB by default). For ``"ray"``:
-        ``ray_address``.
+        ``ray_address`` (what ``ray.init(address=...)`` takes) and ``prestart``.
 
     Attributes
     ----------
@@ -89,7 +91,7 @@ class LocalServer:
         self,
         project_dir=None,
         *,
-        host="127.0.0.1",
+        host=None,
         port=0,
         max_workers=None,
         grace=None,
@@ -117,6 +119,16 @@ class LocalServer:
         self._thread = None
         sock = self._store = self._backend = self._ssh = None
         try:
+            self._backend = backend_class(
+                str(self.state.project_dir),
+                self.state,
+                grace=backends.DEFAULT_GRACE if grace is None else grace,
+                max_workers=max_workers,
+                **backend_options,
+            )
+            if host is None:
+                # A backend whose dashboards run elsewhere says where they reach the server.
+                host = self._backend.listen_host() or "127.0.0.1"
             sock = bind(host, port)
             if ssh_port is not None and backend_class.offers_ssh:
                 from sense.local.sshd.server import SshServer
@@ -130,14 +142,6 @@ class LocalServer:
                 api_url=f"http://{shown_host}:{sock.getsockname()[1]}",
                 token=self.state.token(),
                 ssh=None if self._ssh is None else self._ssh.access,
-            )
-
-            self._backend = backend_class(
-                info.directory,
-                self.state,
-                grace=backends.DEFAULT_GRACE if grace is None else grace,
-                max_workers=max_workers,
-                **backend_options,
             )
             self._store = Store(self.state.db_path)
             self.project = LocalProject(info, self._store, self._backend)

@@ -98,7 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a local project and print the variables that make a shell (or a "
         "notebook started from it) its master dashboard. Ctrl-C stops it and every dashboard.",
     )
-    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    server.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: loopback; with --backend ray, the IP of this "
+        "Ray node, where the other nodes reach it)",
+    )
     _server_options(server, default_port=0)
     server.set_defaults(command=_serve)
 
@@ -150,7 +155,7 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         dest="prestart",
         action="store_false",
         help="start every dashboard in a fresh interpreter, not forked from a prestarted engine "
-        "(local backend)",
+        "(local and ray backends)",
     )
     parser.add_argument(
         "--ray-address",
@@ -185,8 +190,8 @@ def _open(args) -> LocalServer:
             raise SenseError("--ray-address goes with --backend ray")
         backend_options["ray_address"] = args.ray_address
     if not args.prestart:
-        if args.backend != "local":
-            raise SenseError("--no-prestart goes with --backend local")
+        if args.backend not in ("local", "ray"):
+            raise SenseError("--no-prestart goes with --backend local or ray")
         backend_options["prestart"] = False
     if args.log_cap is not None:
         if args.backend != "local":
@@ -194,7 +199,7 @@ def _open(args) -> LocalServer:
         backend_options["log_cap"] = args.log_cap
     return LocalServer(
         args.project_dir,
-        host=getattr(args, "host", "127.0.0.1"),
+        host=getattr(args, "host", None),
         port=args.port,
         ssh_port=args.ssh_port,
         max_workers=args.max_workers,

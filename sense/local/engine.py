@@ -77,6 +77,9 @@ PR_SET_CHILD_SUBREAPER = 36
 def main(argv):
     fd = int(argv[argv.index("--fd") + 1])
     signal.signal(signal.SIGTERM, _terminate)
+    # Ray starts its processes with SIGINT blocked, and a process inherits that: on a Ray
+    # node, Ctrl-C (an interrupt) would never reach the job.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     sock = socket.socket(fileno=fd)
     channel = sock.makefile("rb")
     sock.sendall(b"R")

@@ -9,12 +9,12 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+from waiting import wait_for
 
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
@@ -23,18 +23,6 @@ from sense.local.engine import __file__ as ENGINE_FILE
 #: What a dashboard's command line runs: the engine, or the prestarted engine it was forked from.
 ENGINES = (os.path.basename(ENGINE_FILE), os.path.basename(FORKSERVER))
 SENSE = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
-
-
-def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
-    """Poll ``condition()`` until it returns something true; return that, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {condition.__name__}")
-        time.sleep(interval)
 
 
 def runs_an_engine(process: psutil.Process) -> bool:
@@ -184,15 +172,21 @@ def api(server) -> Api:
 
 #: The backends that the contract suite (test_backend_contract.py) runs against, as the keyword
 #: arguments of :class:`LocalServer` that choose one (and its options).
+#: ``"ray"`` runs on the session's 3-node loopback Ray cluster (``ray_cluster``), whose address
+#: is known once it has started.
 BACKENDS = {
     "local": {"backend": "local"},
     "local-no-prestart": {"backend": "local", "prestart": False},
+    "ray": {"backend": "ray"},
 }
 
 
 @pytest.fixture(params=BACKENDS.values(), ids=BACKENDS.keys())
 def backend(request) -> dict:
     """The keyword arguments of :class:`LocalServer` that choose one backend."""
+    if request.param["backend"] == "ray":
+        cluster = request.getfixturevalue("ray_cluster")
+        return {**request.param, "ray_address": cluster.address}
     return request.param
 
 

@@ -132,8 +132,15 @@ def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(contract_api,
     assert failed["stopped_at"].endswith("Z")
 
 
-def test_a_worker_gets_the_context_its_placement_and_the_callers_env(contract_api, project_dir):
+@pytest.fixture
+def helper_module(project_dir):
+    """A module kept in the project before its server starts: on Ray, the project is shipped
+    to the nodes then (see the README)."""
     (project_dir / "helper_module.py").write_text("VALUE = 'from the project'\n")
+
+
+@pytest.mark.usefixtures("helper_module")  # before contract_api starts the server
+def test_a_worker_gets_the_context_its_placement_and_the_callers_env(contract_api):
     code = (
         "import json, os, helper_module\n"
         "print(json.dumps({'env': dict(os.environ), 'helper': helper_module.VALUE}))\n"

@@ -348,8 +348,8 @@ def test_local_start_without_prestart_starts_workers_in_fresh_interpreters(
     assert logs == [f"{os.getpid()}\n".encode()] * 2
 
 
-def test_no_prestart_goes_with_the_local_backend_only(project_dir):
-    run = sense_command("server", "--no-prestart", "--backend", "ray", cwd=project_dir)
+def test_no_prestart_goes_with_the_local_and_ray_backends_only(project_dir):
+    run = sense_command("server", "--no-prestart", "--backend", "slurm", cwd=project_dir)
     output, _ = run.communicate(timeout=30)
     assert run.returncode == 1
-    assert "--no-prestart goes with --backend local" in output
+    assert "--no-prestart goes with --backend local or ray" in output

@@ -168,6 +168,13 @@ class Backend(abc.ABC):
             return f"engine {engine!r} is not available on the {self.name} backend"
         return None
 
+    def listen_host(self) -> str | None:
+        """Where the API must listen for its dashboards to reach it, or None for loopback.
+
+        A server given no ``host`` listens there (see :class:`sense.local.LocalServer`).
+        """
+        return None
+
     @abc.abstractmethod
     def capacity(self) -> int:
         """How many dashboards may run at once (the quota)."""

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -144,6 +144,10 @@ class LocalBackend(Backend):
     log_cap : int
         Bytes a dashboard's log may hold before it is set aside (``<id>.log.1``) and starts
         anew; :data:`DEFAULT_LOG_CAP` by default.
+    base_env : mapping, optional
+        The environment dashboards start from (see
+        :func:`~sense.local.backends.dashboard_environment`): ``os.environ`` as it is at each
+        launch by default. The Ray backend's agent passes its node's own.
 
     The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``
     defaults to :func:`default_quota`.
@@ -162,9 +166,11 @@ class LocalBackend(Backend):
         python: str = sys.executable,
         prestart: bool = True,
         log_cap: int | None = None,
+        base_env: Mapping[str, str] | None = None,
         **options,
     ) -> None:
         super().__init__(project_dir, state, **options)
+        self.base_env = os.environ if base_env is None else base_env
         if self.max_workers is None:
             self.max_workers = default_quota()
         self.python = python
@@ -196,7 +202,7 @@ class LocalBackend(Backend):
     def launch(self, spec: LaunchSpec) -> Placement:
         job = Job(spec.code, spec.script, list(spec.argv))
         placement = self._place(spec.dashboard_id, {})
-        env = dashboard_environment(os.environ, spec.context(placement), spec.env)
+        env = dashboard_environment(self.base_env, spec.context(placement), spec.env)
         message = self._message(spec, job)
         with open_no_link(self.state.log_path(spec.dashboard_id), "ab") as log:
             if spec.console:
@@ -246,7 +252,7 @@ class LocalBackend(Backend):
 
     def _new_forkserver(self) -> ForkServer | None:
         """A new prestarted engine; None, and the log says why, if it cannot start."""
-        environment = dashboard_environment(os.environ, {}, {})
+        environment = dashboard_environment(self.base_env, {}, {})
         try:
             return ForkServer(self.python, environment, self.state.log_dir / "forkserver.log")
         except OSError as error:

@@ -1,0 +1,186 @@
+"""What only the Ray backend does, on a real 3-node Ray cluster (nodes on 127.0.0.2-4).
+
+Placement over the nodes, the project shipped to them, the quota of slots,
+a node lost, and the server's fate shared by every dashboard on every node.
+Each test has a backend of its own (one Ray driver per process at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import psutil
+import pytest
+from backend_support import (
+    NODES,
+    Launcher,
+    dashboards_with_processes,
+    log_of,
+    make_backend,
+    run_the_cluster_example,
+    sigkill_of_the_driver_leaves_nothing,
+    subscribed,
+)
+from ray_cluster import SLOTS_PER_NODE, add_node, loopback_cluster, node_ip
+from ray_driver import Driver
+
+pytestmark = pytest.mark.timeout(120)
+
+NODE_IPS = {node_ip(i) for i in range(NODES)}
+
+
+@contextlib.contextmanager
+def ray_backend(cluster, project_dir, mark, **options):
+    """A Ray backend of the test's own, with a recorder of its news and a launcher."""
+    backend = make_backend("ray", project_dir, ray_address=cluster.address, **options)
+    try:
+        yield backend, subscribed(backend), Launcher(backend, mark)
+    finally:
+        backend.shutdown()
+
+
+def test_backend_shutdown_stops_every_dashboard(ray_cluster, project_dir, mark):
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        ids = [launch("import time; time.sleep(60)")[0] for _ in range(NODES)]
+        for dashboard_id in ids:
+            recorder.wait_running(dashboard_id)
+        backend.shutdown()
+        assert {i: recorder.exits.get(i) for i in ids} == {i: (143, "stopped") for i in ids}
+
+
+def test_ray_a_cluster_without_slots_is_refused_with_the_advice_and_nothing_left(
+    ray_cluster, project_dir
+):
+    import ray
+
+    from sense.errors import SenseConfigError
+
+    with loopback_cluster(1, slots=0, first=NODES + 1) as slotless:
+        with pytest.raises(
+            SenseConfigError, match="no node of the Ray cluster offers the resource"
+        ):
+            make_backend("ray", project_dir, ray_address=slotless.address)
+        assert not ray.is_initialized()
+
+
+def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
+    ray_cluster, project_dir, mark
+):
+    from sense.errors import SenseConfigError
+
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, _, _):
+        assert backend.server_ip == node_ip(0)  # the server's node: the head here
+    with (
+        ray_backend(ray_cluster, project_dir, mark),
+        pytest.raises(SenseConfigError, match="already connected to Ray"),
+    ):
+        make_backend("ray", project_dir, ray_address=ray_cluster.address)
+
+
+def test_ray_dashboards_spread_over_the_nodes_run_there_and_import_the_project(
+    ray_cluster, project_dir, mark
+):
+    code = "import os, kept_module; print(os.environ['NODE_MARK'], kept_module.WHERE)"
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        launched = [launch(code) for _ in range(NODES)]
+        assert {placement.project_ip for _, placement in launched} == NODE_IPS
+        for dashboard_id, placement in launched:
+            assert recorder.exit_of(dashboard_id)[0] == 0
+            # Started by the agent of the node whose address it was given, where the
+            # project's module imports from Ray's copy (off the server's node).
+            assert log_of(backend, dashboard_id) == f"{placement.project_ip} in the project\n"
+
+
+def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
+    ray_cluster, project_dir, mark
+):
+    script = project_dir / "job.py"
+    script.write_text("import os, sys\nprint(os.environ['NODE_MARK'], sys.argv[1:])\n")
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        launched = [launch(script=str(script), argv=["--rank", str(i)]) for i in range(NODES)]
+        assert {placement.project_ip for _, placement in launched} == NODE_IPS
+        for rank, (dashboard_id, placement) in enumerate(launched):
+            assert recorder.exit_of(dashboard_id)[0] == 0
+            expected = f"{placement.project_ip} ['--rank', '{rank}']\n"
+            assert log_of(backend, dashboard_id) == expected
+
+
+def test_ray_capacity_is_the_cluster_s_slots_and_a_launch_past_them_fails_with_nothing_left(
+    ray_cluster, project_dir, mark
+):
+    from sense.local.backends.ray import PlacementError
+
+    with ray_backend(ray_cluster, project_dir, mark, placement_timeout=1.0) as (
+        backend,
+        recorder,
+        launch,
+    ):
+        assert backend.capacity() == NODES * SLOTS_PER_NODE
+        # Size 0 takes a slot and no CPU: the slots are what runs out.
+        ids = [launch("import time; time.sleep(60)", size=0)[0] for _ in range(backend.capacity())]
+        with pytest.raises(PlacementError, match="no room"):
+            launch("print('one too many')", size=0)
+        # Only the dashboards that started have processes (each its engine and its job).
+        assert dashboards_with_processes(mark) == {str(i) for i in ids}
+        backend.stop(ids[0])
+        # The slot of a dashboard that ended is free again (Ray frees it in the background:
+        # a launch waits for room as long as it would by default).
+        backend.placement_timeout = 10.0
+        dashboard_id, _ = launch("print('in its place')", size=0)
+        assert recorder.exit_of(dashboard_id)[0] == 0
+
+
+def test_ray_a_size_no_node_can_hold_is_refused_before_any_side_effect(
+    ray_cluster, project_dir, mark
+):
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        reason = backend.refusal("sense-ipython-engine", 16)
+        assert reason == (
+            "no node of the Ray cluster has 16 CPUs for a dashboard of size 16 "
+            "(the most a node has is 2)"
+        )
+        with pytest.raises(ValueError, match="no node of the Ray cluster has 16 CPUs"):
+            launch("print('too big')", size=16)
+        assert recorder.running == []
+
+
+def test_ray_a_node_that_joins_gets_dashboards_and_one_lost_fails_them_leaving_no_process(
+    ray_cluster, project_dir, mark
+):
+    extra_ip = node_ip(NODES)
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+        extra = add_node(ray_cluster, extra_ip)
+        try:
+            launched = [launch("import time; time.sleep(60)") for _ in range(NODES + 1)]
+            on_extra = [i for i, placement in launched if placement.project_ip == extra_ip]
+            assert on_extra, "Ray placed nothing on the node that joined"
+            for dashboard_id, _ in launched:
+                recorder.wait_running(dashboard_id)
+            processes = [psutil.Process(p.handle["pid"]) for i, p in launched if i in on_extra]
+            ray_cluster.remove_node(extra)
+            extra = None
+            for dashboard_id in on_extra:
+                assert recorder.exit_of(dashboard_id) == (None, "lost")
+                assert f"Ray node {extra_ip} was lost" in log_of(backend, dashboard_id)
+            _, alive = psutil.wait_procs(processes, timeout=10)
+            assert not alive
+            assert all(i not in recorder.exits for i, _ in launched if i not in on_extra)
+        finally:
+            if extra is not None:
+                ray_cluster.remove_node(extra)
+
+
+def test_ray_sigkill_of_the_server_ends_every_dashboard_and_its_children_on_every_node(
+    ray_cluster, project_dir, mark
+):
+    with Driver(ray_cluster.address, project_dir) as driver:
+        sigkill_of_the_driver_leaves_nothing(driver, range(1, NODES + 1), mark, NODE_IPS)
+
+
+def test_ray_sense_run_of_the_cluster_example_puts_its_workers_on_the_cluster_s_nodes(
+    ray_cluster, project_dir
+):
+    output = run_the_cluster_example(ray_cluster.address, project_dir)
+    hellos = set(re.findall(r"says hello from (\S+)", output))
+    assert hellos <= NODE_IPS
