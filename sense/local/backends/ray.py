@@ -349,8 +349,12 @@ class RayBackend(Backend):
             try:
                 chunk = ray.get(dashboard.node.agent.read_log.remote(dashboard_id, offset, size))
             except RayActorError:
-                return  # its node is gone: what it had written stayed there
+                chunk = b""  # its node is gone: what it had written stayed there
             if not chunk:
+                if dashboard.log_here:
+                    # It ended meanwhile, and its output was copied here (and forgotten
+                    # there): the rest is in the copy, at the same offsets.
+                    yield from self._here.read_logs(dashboard_id, offset, limit)
                 return
             yield chunk
             offset += len(chunk)
