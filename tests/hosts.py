@@ -244,6 +244,12 @@ def _end_at_eof(fd: int) -> None:
     os._exit(1)
 
 
+def _software() -> list[str]:
+    """This checkout and the Python environment, outermost first, none inside another."""
+    paths = sorted({str(Path(__file__).resolve().parents[1]), os.path.realpath(sys.prefix)})
+    return [p for p in paths if not any(p.startswith(q + "/") for q in paths if q != p)]
+
+
 def boot(arguments: list[str]) -> int:
     """A host's init: private /tmp and /dev/shm, the project shown or hidden, then the node.
 
@@ -254,16 +260,20 @@ def boot(arguments: list[str]) -> int:
     threading.Thread(target=_end_at_eof, args=(lifeline,), daemon=True).start()
     shown, project_dir = arguments[2] == "--show", arguments[3]
     command = arguments[arguments.index("--") + 1 :]
-    project = os.open(project_dir, os.O_RDONLY | os.O_DIRECTORY) if shown else None
+    # The private /tmp must not hide the software every host runs: this checkout (sense, its
+    # tests) and the Python environment, when they live under /tmp (as a CI clone may).
+    kept = [path for path in _software() if path.startswith("/tmp/")]
+    if shown:
+        kept.append(project_dir)
+    opened = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
     _mount("-t", "tmpfs", "tmpfs", "/tmp")
     _mount("-t", "tmpfs", "tmpfs", "/dev/shm")
-    if project is not None:
+    for path, fd in opened.items():
         # The new /tmp hid it: bind it again, through the descriptor opened before.
-        os.makedirs(project_dir, exist_ok=True)
-        os.set_inheritable(project, True)
-        source = f"/proc/self/fd/{project}"
-        _mount("--no-canonicalize", "--bind", source, project_dir, pass_fds=(project,))
-    elif os.path.isdir(os.path.dirname(project_dir)):
+        os.makedirs(path, exist_ok=True)
+        os.set_inheritable(fd, True)
+        _mount("--no-canonicalize", "--bind", f"/proc/self/fd/{fd}", path, pass_fds=(fd,))
+    if not shown and os.path.isdir(os.path.dirname(project_dir)):
         _mount("-t", "tmpfs", "tmpfs", os.path.dirname(project_dir))
     node = subprocess.Popen(command)
     while True:
