@@ -45,33 +45,43 @@ own ``__main__`` module, ``sys.argv == ["-c"]``), a script as ``python
 SCRIPT`` (``__file__``, its directory first on ``sys.path``), with the
 project directory (the working directory) on ``sys.path`` too. It ends as
 Python would end it: exit status 0, the job's own ``SystemExit`` status, or
-1 after an uncaught exception (its traceback goes to the log). Without a
+1 after an uncaught exception (its traceback goes to the log); threads joined,
+``atexit`` handlers run, files left open flushed (see :func:`_end_as_python`,
+which spares the job the teardown of what the engine loaded). Without a
 job it idles until stopped. SIGTERM becomes ``SystemExit(143)`` so that
 ``finally`` blocks and ``atexit`` handlers of the job still run when it is
 stopped.
 """
 
+import atexit
 import builtins
 import contextlib
+import gc
 import importlib.machinery
 import io
 import json
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 import types
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
 JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-ORDERS = {b"stop\n": signal.SIGTERM, b"kill\n": signal.SIGKILL}
+ORDERS = {b"stop": signal.SIGTERM, b"kill": signal.SIGKILL}
 #: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
 LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+#: How much the guardian reads at a time, of the channel or of the job's output.
+CHUNK = 64 * 1024
+#: Seconds the guardian waits for the last of the output once every process of the job ended.
+LAST_OUTPUT_TIMEOUT = 5
 
 
 def main(argv):
@@ -80,55 +90,85 @@ def main(argv):
     # Ray starts its processes with SIGINT blocked, and a process inherits that: on a Ray
     # node, Ctrl-C (an interrupt) would never reach the job.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    sock = socket.socket(fileno=fd)
-    channel = sock.makefile("rb")
-    sock.sendall(b"R")
+    channel = socket.socket(fileno=fd)
+    channel.sendall(b"R")
     # While the server records this dashboard running (ctypes takes a millisecond or more).
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    line = channel.readline()
-    if not line:
+    line, orders = _receive_job(channel)
+    if line is None:
         return 1  # the server went away before handing over the job
     job = json.loads(line)
     log = _Log(job["log"], job["log_cap"]) if "log" in job else None
     guardian = os.getpid()
+    # What exists by now is the engine's: the job's garbage collections skip it, so that they
+    # do not copy the pages it is on.
+    gc.freeze()
     # Blocked across the fork: a stop or a Ctrl-C waits until each process is ready for it.
     signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
     job_pid = os.fork()
     if job_pid == 0:
         channel.close()
-        sock.close()
-        return _be_the_job(job, log, guardian)
-    _guard(job_pid, channel, log)
+        _be_the_job(job, log, guardian)
+    _guard(job_pid, channel, orders, log)
+
+
+def _receive_job(channel):
+    """The job's line, and what came after it (the first orders); None if the server left."""
+    received = bytearray()
+    while b"\n" not in received:
+        chunk = channel.recv(CHUNK)
+        if not chunk:
+            return None, b""
+        received += chunk
+    line, _, rest = bytes(received).partition(b"\n")
+    return line, rest
 
 
 def _be_the_job(job, log, guardian):
-    """In the forked process: run the job; its exit status."""
+    """In the forked process: run the job, and end as Python ends after it. Never returns."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != guardian:
-        return 1  # the guardian is gone already: so is the dashboard
+        os._exit(1)  # the guardian is gone already: so is the dashboard
     if log is not None:
         log.give_to_job()
     # The project directory replaces this file's directory as the first import path.
     sys.path[0] = os.getcwd()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
-    _run_job(job)
-    return 0
+    loaded = set(sys.modules)
+    _end_as_python(_run_as_python(job), loaded)
 
 
-def _guard(job_pid, channel, log):
+def _guard(job_pid, channel, orders, log):
     """In the engine's own process: watch over the job, end everything it left, and exit as
-    the job did."""
+    the job did. One thread: it answers the server, copies the job's output and reaps, each
+    as it comes (SIGCHLD wakes it)."""
     for signum in JOB_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
-    threading.Thread(target=_obey, args=(channel,), daemon=True).start()
+    wakeup_read, wakeup_write = os.pipe()
+    os.set_blocking(wakeup_write, False)
+    signal.set_wakeup_fd(wakeup_write)
+    # A Python handler, so that SIGCHLD writes to the wakeup descriptor.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    watched = select.poll()
+    watched.register(wakeup_read, select.POLLIN)
+    watched.register(channel, select.POLLIN)
     if log is not None:
-        log.start_copying()
-    status = _reap_until(job_pid)
+        log.keep_reading()
+        watched.register(log.read_end, select.POLLIN)
+    orders = _obey(orders)
+    while (status := _reap_until(job_pid)) is None:
+        for fd, _ in watched.poll():
+            if fd == wakeup_read:
+                os.read(wakeup_read, CHUNK)
+            elif fd == channel.fileno():
+                orders = _obey(orders, channel, watched)
+            elif not log.copy():
+                watched.unregister(fd)
     _end_descendants()
     if log is not None:
         log.finish()
-    _exit_as(status)
+    _exit_as(os.waitstatus_to_exitcode(status))
 
 
 # -- the guardian --------------------------------------------------------------------------------
@@ -137,29 +177,53 @@ def _guard(job_pid, channel, log):
 def _prctl(option, value):
     """Set a process attribute of Linux's prctl(2); nothing elsewhere."""
     if LINUX:
+        _libc().prctl(option, value, 0, 0, 0)
+
+
+def _libc():
+    """The C library (loaded once: a job is forked with it)."""
+    global _LIBC
+    if _LIBC is None:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
-def _obey(channel):
-    """Carry out the server's orders until it is gone; then kill every process of the job."""
-    for order in channel:
+_LIBC = None
+
+
+def _obey(pending, channel=None, watched=None):
+    """Carry out the complete orders of ``pending`` and of what ``channel`` has to read; what
+    is left of an order. When the server is gone (end of file), every process of the job is
+    killed and the channel is no longer watched."""
+    try:
+        received = channel.recv(CHUNK) if channel else b""
+    except OSError:  # reset: gone as well
+        received = b""
+    if channel and not received:
+        watched.unregister(channel)
+        _signal_descendants(signal.SIGKILL)
+        return b""
+    *orders, pending = (pending + received).split(b"\n")
+    for order in orders:
         if order in ORDERS:
             _signal_descendants(ORDERS[order])
-    _signal_descendants(signal.SIGKILL)
+    return pending
 
 
 def _reap_until(job_pid):
-    """Reap children until the job's process ends; its wait status.
+    """Reap every child that has ended; the job's wait status once it has ended, else None.
 
     Orphans of the job come back to the guardian: reaping them as they end
     leaves no zombie behind while the job runs.
     """
     while True:
-        pid, status = os.waitpid(-1, 0)
+        pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == job_pid:
             return status
+        if pid == 0:
+            return None
 
 
 def _end_descendants():
@@ -212,15 +276,15 @@ def _descendants():
     return found
 
 
-def _exit_as(status):
-    """End this process as the job's ended: the same exit status, or the same signal."""
-    code = os.waitstatus_to_exitcode(status)
+def _exit_as(code):
+    """End this process with ``code`` as ``subprocess`` gives it: an exit status, or minus the
+    signal that ends it (the job's, in the guardian)."""
     if code >= 0:
         os._exit(code)
     signum = -code
     import resource
 
-    # Die of the job's signal, without a core dump of the guardian's own.
+    # Die of the signal, without a core dump of the guardian's own.
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     if signum != signal.SIGKILL:  # the one signal that has no handler to reset
         signal.signal(signum, signal.SIG_DFL)
@@ -239,14 +303,11 @@ class _Log:
     that cannot be written (a full disk) is dropped; the job goes on.
     """
 
-    CHUNK = 64 * 1024
-
     def __init__(self, path, cap):
         self.path = path
         self.cap = cap
         self.size = os.fstat(1).st_size
         self.read_end, self.write_end = os.pipe()
-        self.copier = threading.Thread(target=self._copy, daemon=True)
 
     def give_to_job(self):
         """In the job: standard output and error go into the pipe."""
@@ -255,24 +316,31 @@ class _Log:
         os.close(self.write_end)
         os.close(self.read_end)
 
-    def start_copying(self):
-        """In the guardian: copy the pipe into the log until every writer has closed it."""
+    def keep_reading(self):
+        """In the guardian: read the pipe only (so that it ends when the job's processes have
+        all closed it)."""
         os.close(self.write_end)
-        self.copier.start()
+
+    def copy(self):
+        """In the guardian: copy what the pipe holds into the log; False once every writer has
+        closed it."""
+        chunk = os.read(self.read_end, CHUNK)
+        try:
+            if self.size and self.size + len(chunk) > self.cap:
+                self._start_anew()
+            os.write(1, chunk)
+            self.size += len(chunk)
+        except OSError:
+            pass  # nowhere to write it: dropped
+        return bool(chunk)
 
     def finish(self):
-        """Wait for the last of the output (every process of the job has ended by now)."""
-        self.copier.join(5)
-
-    def _copy(self):
-        while chunk := os.read(self.read_end, self.CHUNK):
-            try:
-                if self.size and self.size + len(chunk) > self.cap:
-                    self._start_anew()
-                os.write(1, chunk)
-                self.size += len(chunk)
-            except OSError:
-                pass  # nowhere to write it: dropped
+        """Copy the last of the output (every process of the job has ended by now)."""
+        deadline = time.monotonic() + LAST_OUTPUT_TIMEOUT
+        pipe = select.poll()
+        pipe.register(self.read_end, select.POLLIN)
+        while pipe.poll(max(0, deadline - time.monotonic()) * 1000) and self.copy():
+            pass
 
     def _start_anew(self):
         os.replace(self.path, self.path + ".1")
@@ -292,8 +360,121 @@ def _terminate(signum, frame):
     sys.exit(STOPPED_BY_SIGTERM)
 
 
+def _run_as_python(job):
+    """Run the job; the exit code Python would end with, once it said what Python says then.
+
+    ``SystemExit`` gives its code (a message is printed, and the code is 1); an uncaught
+    exception goes to ``sys.excepthook`` and the code is 1, or minus SIGINT for a
+    ``KeyboardInterrupt``: Python then ends by that signal.
+    """
+    try:
+        _run_job(job)
+        return 0
+    except SystemExit as exit:
+        return _exit_code(exit.code)
+    except BaseException as error:
+        uncaught = error
+    # Out of the except clause: what the hook raises is not taken for a consequence of it.
+    sys.last_type, sys.last_value, sys.last_traceback = (
+        type(uncaught),
+        uncaught,
+        uncaught.__traceback__,
+    )
+    try:
+        sys.excepthook(type(uncaught), uncaught, uncaught.__traceback__)
+    except BaseException as error:
+        _say_ignored("Error in sys.excepthook:", error)
+        _say_ignored("\nOriginal exception was:", uncaught)
+    return -signal.SIGINT if isinstance(uncaught, KeyboardInterrupt) else 1
+
+
+def _exit_code(code):
+    """The exit code of ``sys.exit(code)``, as Python takes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        # What exit(3) keeps of a C long; one that does not fit is -1.
+        return code & 0xFF if -(2**63) <= code < 2**63 else 0xFF
+    with contextlib.suppress(Exception):  # nowhere to say it: the code is 1 all the same
+        print(code, file=sys.stderr if sys.stderr is not None else sys.__stderr__)
+    return 1
+
+
+def _end_as_python(code, loaded):
+    """End the job's process as Python ends after the job. Never returns.
+
+    As Python does at its end: wait for the job's threads (but daemon threads), run its
+    ``atexit`` handlers, flush the standard streams (exit code 120 if standard output cannot
+    be), then clear the job's ``__main__`` and the modules it imported, and collect the
+    garbage (their objects' ``__del__`` run: files left open are flushed and closed). What
+    the engine loaded before the job is not torn down object by object: the kernel frees it
+    at once, which spares the job the milliseconds of copying every page it shares with its
+    engine (the README's "Prestarted engine").
+    """
+    try:
+        threading._shutdown()
+    except BaseException as error:
+        _say_ignored(f"Exception ignored in: {threading!r}", error)
+    atexit._run_exitfuncs()
+    if not _flush_standard_streams():
+        code = 120
+    # The main thread keeps the interpreter meanwhile: daemon threads see nothing cleared.
+    sys.setswitchinterval(LAST_OUTPUT_TIMEOUT)
+    # As Python, __main__ goes first (the modules it uses still work in its objects' __del__),
+    # then the garbage, then what is left of the job's modules, the last imported first.
+    main = sys.modules.get("__main__")
+    if getattr(main, "__dict__", None) is not globals():  # a job that idled has none of its own
+        _clear_module(main)
+    gc.collect()
+    for name in reversed([name for name in sys.modules if name not in loaded]):
+        _clear_module(sys.modules.pop(name))
+    gc.collect()
+    # What the cleared objects printed: Python's streams flush it as they close, silently.
+    _flush_standard_streams(quietly=True)
+    _exit_as(code)
+
+
+def _flush_standard_streams(quietly=False):
+    """Flush ``sys.stdout`` and ``sys.stderr`` unless closed; False if standard output fails
+    (and the error is printed, unless ``quietly``)."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):
+            continue
+        try:
+            stream.flush()
+        except Exception as error:
+            if stream is sys.stdout and not quietly:
+                _say_ignored(f"Exception ignored in: {stream!r}", error)
+                flushed = False
+    return flushed
+
+
+def _clear_module(module):
+    """Set every global of ``module`` to None, as Python does to each module at its end: names
+    with one leading underscore first, then every other but ``__builtins__``."""
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return
+    for private_first in (True, False):
+        # Names only: a list of the values would keep every one alive until its end.
+        for name in list(namespace):
+            if not isinstance(name, str) or name == "__builtins__" or namespace[name] is None:
+                continue
+            if not private_first or (name.startswith("_") and name[1:2] != "_"):
+                namespace[name] = None
+
+
+def _say_ignored(heading, error):
+    """Print ``heading`` and ``error`` on standard error, as Python does for an error it
+    ignores."""
+    with contextlib.suppress(Exception):
+        print(heading, file=sys.stderr)
+        _report_uncaught(type(error), error, error.__traceback__)
+
+
 def _run_job(job):
-    """Run the job as ``__main__``; its ``SystemExit`` or error ends this process as in Python."""
+    """Run the job as ``__main__``; its ``SystemExit`` or error propagates."""
     if "code" in job:
         _run_code(job["code"], job.get("file"))
     elif "script" in job:
@@ -369,8 +550,6 @@ def _report_uncaught(kind, error, trace):
 
 
 if __name__ == "__main__":
-    # Python itself ends the process after the job, as after `python -c`: it reports an
-    # uncaught exception (exit status 1), prints a sys.exit() message, and flushes the
-    # standard streams only if the job left them open.
+    # The job's uncaught exception is reported without the engine's frames.
     sys.excepthook = _report_uncaught
     sys.exit(main(sys.argv))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 
 import psutil
 import pytest
@@ -124,6 +127,83 @@ def test_a_worker_that_closes_its_standard_streams_ends_as_python_c_ends(api, co
     ended = api.wait_status(worker["id"], "stopped", "failed")
     assert ended["exit_code"] == expected
     assert ended["status"] == ("stopped" if expected == 0 else "failed")
+
+
+#: How a job may end, each with what Python prints and the exit code it gives.
+ENDINGS = {
+    "exit-code": "import sys; sys.exit(3)",
+    "exit-message": "import sys; print('main'); sys.exit('bye')",
+    "exit-code-wraps": "import sys; sys.exit(256 + 7)",
+    "exit-negative": "import sys; sys.exit(-1)",
+    "exit-huge": "import sys; sys.exit(2**70)",
+    "exception": "raise ValueError('no')",
+    "keyboard-interrupt": "raise KeyboardInterrupt",
+    "excepthook-fails": "import sys\ndef hook(*args): 1 / 0\nsys.excepthook = hook\nraise OSError",
+    "stdout-unwritable": "import os, sys\nsys.stdout = open(os.devnull, 'w')\n"
+    "os.close(sys.stdout.fileno())\nprint('lost')",
+    "del-at-exit": (
+        "class Noisy:\n"
+        "    def __init__(self, name): self.name = name\n"
+        "    def __del__(self): print(self.name, 'deleted')\n"
+        "first, second = Noisy('first'), Noisy('second')\n"
+        "cycle = Noisy('cycle'); cycle.me = cycle\n"
+        "print('main ends')"
+    ),
+    "threads-then-atexit": (
+        "import atexit, threading, time\n"
+        "atexit.register(print, 'atexit')\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\n"
+        "threading.Thread(target=lambda: (time.sleep(30), print('daemon')), daemon=True).start()\n"
+        "print('main ends')"
+    ),
+    "atexit-raises": "import atexit; atexit.register(lambda: 1 / 0); print('main ends')",
+}
+
+
+def printed(output: str) -> str:
+    """What ``python -c`` printed, as a job prints it: its code's file name differs, and
+    addresses."""
+    output = output.replace('"<string>"', '"<startup_code>"')
+    return re.sub(" at 0x[0-9a-f]+", " at 0x...", output)
+
+
+@pytest.mark.parametrize("code", ENDINGS.values(), ids=ENDINGS)
+def test_a_job_ends_as_python_c_ends(api, project_dir, code):
+    python = subprocess.run(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=project_dir,
+    )
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed")
+    assert ended["exit_code"] == python.returncode
+    assert printed(api.logs(worker["id"])) == printed(python.stdout)
+
+
+def test_what_a_job_and_its_modules_leave_open_is_closed_as_python_closes_it(api, project_dir):
+    (project_dir / "keeps_open.py").write_text(
+        "import gzip, tempfile\n"
+        "compressed = gzip.open('left_open.gz', 'wt')\n"
+        "compressed.write('closed as the interpreter ends')\n"
+        "scratch = tempfile.NamedTemporaryFile(dir='.', prefix='scratch-')\n"
+    )
+    code = (
+        "import zipfile, keeps_open\n"
+        "archive = zipfile.ZipFile('left_open.zip', 'w')\n"
+        "archive.writestr('inside.txt', 'written as the interpreter ends')\n"
+        "text = open('left_open.txt', 'w')\n"
+        "text.write('flushed as the interpreter ends')\n"
+    )
+    worker = api.launch(startup_code=code)
+    assert api.wait_status(worker["id"], "stopped")["exit_code"] == 0, api.logs(worker["id"])
+    assert (project_dir / "left_open.txt").read_text() == "flushed as the interpreter ends"
+    with zipfile.ZipFile(project_dir / "left_open.zip") as archive:
+        assert archive.read("inside.txt") == b"written as the interpreter ends"
+    with gzip.open(project_dir / "left_open.gz", "rt") as compressed:
+        assert compressed.read() == "closed as the interpreter ends"
+    assert not list(project_dir.glob("scratch-*"))
 
 
 def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):
