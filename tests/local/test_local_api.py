@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 
 import pytest
 import requests
@@ -10,6 +12,7 @@ from conftest import Api
 
 from sense.local import LocalServer
 from sense.local.app import Credentials
+from sense.local.server import bind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,6 +21,27 @@ def test_health_answers_without_credentials(server):
     answer = requests.get(f"{server.url}/health", timeout=10)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok"}
+
+
+def test_the_servers_connections_send_small_answers_at_once():
+    # With Nagle's algorithm on, an answer's body waits until the client acknowledges its
+    # headers, which a client delays by up to 40 ms: every answer took 40 ms more.
+    async def accept_one(sock: socket.socket) -> int:
+        accepted = asyncio.get_running_loop().create_future()
+
+        def connected(reader, writer):
+            connection = writer.get_extra_info("socket")
+            accepted.set_result(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        # As uvicorn serves the socket that the server binds.
+        async with await asyncio.start_server(connected, sock=sock):
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            nodelay = await accepted
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(accept_one(bind("127.0.0.1", 0)))
 
 
 @pytest.mark.parametrize(
