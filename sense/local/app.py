@@ -131,7 +131,11 @@ class BasicAuth(HTTPBasic):
 require_auth = BasicAuth(description="The API token as user and an empty password.")
 
 
-def known_query(request: Request) -> None:
+# The dependencies are coroutines: FastAPI would run a plain function in a thread of its pool,
+# which costs more than what each does.
+
+
+async def known_query(request: Request) -> None:
     """A 422 for a query parameter the route does not take: a misspelt filter must not be
     silently ignored (``?stauts=running`` would list everything)."""
     route = request.scope.get("route")
@@ -144,7 +148,7 @@ def known_query(request: Request) -> None:
         )
 
 
-def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
+async def this_project(owner_id: str, project_id: str, request: Request) -> LocalProject:
     """The project named in the path; 404 for any other (another owner's included)."""
     project: LocalProject = request.app.state.project
     if (owner_id, project_id) != (project.info.owner_id, project.info.project_id):

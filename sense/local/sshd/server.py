@@ -86,6 +86,9 @@ class SshServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._dashboards: dict[int, _Dashboard] = {}
+        # Taken to make a connection or command a dashboard's once it is seen running, and to
+        # see whether a dashboard that ended has any: each is either seen, or refused.
+        self._joining = threading.Lock()
         self._tasks: set[asyncio.Task] = set()
 
     # -- life cycle (called from the server's threads) ------------------------------------------
@@ -107,6 +110,9 @@ class SshServer:
     def dashboard_ended(self, dashboard_id: int) -> None:
         """Close the dashboard's connections and kill its sessions' processes; return once
         they have ended. Its password stops working at once: it is no longer running."""
+        with self._joining:
+            if dashboard_id not in self._dashboards:
+                return  # nothing of it here, the usual case: no need to wake the loop
         with self._lock:
             if self._loop is None:
                 return
@@ -162,12 +168,13 @@ class SshServer:
 
     def log_in(self, connection, user: str, password: str) -> bool:
         """Whether ``password`` is that of a running dashboard; if so the connection is its."""
-        running = [row["id"] for row in self._project.store.select(status=Status.RUNNING)]
-        dashboard_id = self.access.dashboard_for(user, password, running)
-        if dashboard_id is None:
-            return False
-        connection.set_extra_info(dashboard_id=dashboard_id)
-        self._dashboards.setdefault(dashboard_id, _Dashboard()).connections.add(connection)
+        with self._joining:
+            running = [row["id"] for row in self._project.store.select(status=Status.RUNNING)]
+            dashboard_id = self.access.dashboard_for(user, password, running)
+            if dashboard_id is None:
+                return False
+            connection.set_extra_info(dashboard_id=dashboard_id)
+            self._dashboards.setdefault(dashboard_id, _Dashboard()).connections.add(connection)
         return True
 
     def connection_closed(self, connection) -> None:
@@ -221,11 +228,12 @@ class SshServer:
 
     def _adopt(self, dashboard_id: int, channel, command: Command) -> None:
         """Make ``command`` (run for ``channel``) the dashboard's: it ends with the dashboard."""
-        if self._project.get(dashboard_id)["status"] != Status.RUNNING:
+        with self._joining:
+            running = self._project.get(dashboard_id)["status"] == Status.RUNNING
+            dashboard = self._dashboards.setdefault(dashboard_id, _Dashboard()) if running else None
+        if dashboard is None:
             command.end()  # the dashboard ended while the command started
             dashboard = _Dashboard()
-        else:
-            dashboard = self._dashboards.setdefault(dashboard_id, _Dashboard())
         dashboard.channels.add(channel)
         dashboard.commands.add(command)
 
