@@ -134,7 +134,7 @@ def _be_the_job(job, log, guardian):
     # The project directory replaces this file's directory as the first import path.
     sys.path[0] = os.getcwd()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
-    loaded = set(sys.modules)
+    loaded = dict(sys.modules)
     _end_as_python(_run_as_python(job), loaded)
 
 
@@ -177,11 +177,11 @@ def _guard(job_pid, channel, orders, log):
 def _prctl(option, value):
     """Set a process attribute of Linux's prctl(2); nothing elsewhere."""
     if LINUX:
-        _libc().prctl(option, value, 0, 0, 0)
+        load_libc().prctl(option, value, 0, 0, 0)
 
 
-def _libc():
-    """The C library (loaded once: a job is forked with it)."""
+def load_libc():
+    """The C library, loaded once (a job is forked with it, as from the prestarted engine)."""
     global _LIBC
     if _LIBC is None:
         import ctypes
@@ -423,7 +423,7 @@ def _end_as_python(code, loaded):
     # As Python, __main__ goes first (the modules it uses still work in its objects' __del__),
     # then the garbage, then what is left of the job's modules, the last imported first.
     main = sys.modules.get("__main__")
-    if getattr(main, "__dict__", None) is not globals():  # a job that idled has none of its own
+    if main is not loaded.get("__main__"):  # a job that idled has none of its own
         _clear_module(main)
     gc.collect()
     for name in reversed([name for name in sys.modules if name not in loaded]):
@@ -549,7 +549,12 @@ def _report_uncaught(kind, error, trace):
     sys.__excepthook__(kind, error.with_traceback(trace), trace)
 
 
-if __name__ == "__main__":
+def run(argv):
+    """Be the engine of ``argv``; its exit status (the job's process never returns)."""
     # The job's uncaught exception is reported without the engine's frames.
     sys.excepthook = _report_uncaught
-    sys.exit(main(sys.argv))
+    return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv))

@@ -34,16 +34,15 @@ message per request or answer) whose other end the server holds.
 The child becomes what ``python engine.py --fd N`` would be: its own
 session and process group, the dashboard's working directory and
 environment, stdin from ``/dev/null``, stdout and stderr to its log, no
-descriptor but the channel, then ``engine.py`` runs as ``__main__`` and the
-interpreter's own exit path ends it (non-daemon threads joined, ``atexit``
-handlers run, streams flushed). The ``random`` module reseeds itself at
-fork. What a fork cannot change is what an interpreter reads once when it
-starts, the hash seed of ``str`` among it: the backend starts a fresh
-interpreter when a dashboard's environment sets such a variable (the
-README's "Prestarted engine").
+descriptor but the channel, ``sys.argv`` as the engine's; then the engine
+runs, already loaded here, and its job ends as Python ends (see
+``engine.py``). The ``random`` module reseeds itself at fork. What a fork
+cannot change is what an interpreter reads once when it starts, the hash
+seed of ``str`` among it: the backend starts a fresh interpreter when a
+dashboard's environment sets such a variable (the README's "Prestarted
+engine").
 """
 
-import builtins
 import gc
 import json
 import os
@@ -53,17 +52,12 @@ import site
 import socket
 import sys
 
-import engine  # noqa: F401 (loaded once here, with what it imports, for every child)
+import engine  # loaded once here, with what it imports, for every child
 
-ENGINE_FILE = os.path.join(os.path.dirname(__file__), "engine.py")
 #: The engine's channel, where a fresh engine would find its ``--fd``.
 CHANNEL_FD = 3
 #: The largest request: the socket's send buffer bounds a message anyway.
 MAX_REQUEST = 1 << 20
-
-with open(ENGINE_FILE, "rb") as source:
-    # Compiled once here; every child runs it as `python engine.py` runs the file.
-    ENGINE_CODE = compile(source.read(), ENGINE_FILE, "exec")
 
 
 def serve(server):
@@ -165,33 +159,21 @@ def _become_engine(request, log_fd, channel_fd, forkserver_fds):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    argv = [ENGINE_FILE, "--fd", str(CHANNEL_FD)]
+    argv = [engine.__file__, "--fd", str(CHANNEL_FD)]
     sys.argv = argv
     sys.orig_argv = [sys.orig_argv[0], *argv]
     # A module of the project may be called `engine` too: it must not find this one.
     del sys.modules["engine"]
-    sys.modules["__main__"] = _main_module()
-    exec(ENGINE_CODE, sys.modules["__main__"].__dict__)
-    sys.exit()  # as a script that runs to its end: the interpreter's exit, status 0
-
-
-def _main_module():
-    """A ``__main__`` module for the engine file, as the interpreter makes one for a script."""
-    main = type(sys)("__main__")
-    main.__loader__ = type(__loader__)("__main__", ENGINE_FILE)
-    main.__annotations__ = {}
-    main.__builtins__ = builtins
-    main.__file__ = ENGINE_FILE
-    main.__cached__ = None
-    return main
+    sys.exit(engine.run(argv))  # as `python engine.py` does (see its end)
 
 
 def main(argv):
     server = socket.socket(fileno=int(argv[argv.index("--fd") + 1]))
-    # What the engine imports on the way to its job, loaded once here for every child:
-    # runpy for a script, ctypes for prctl (2 ms a dashboard otherwise).
-    import ctypes  # noqa: F401
+    # What the engine loads on the way to its job, loaded once here for every child:
+    # runpy for a script, the C library for prctl (2 ms a dashboard otherwise).
     import runpy  # noqa: F401
+
+    engine.load_libc()
 
     # What exists by now lives as long as the process: a child's garbage collections skip it,
     # so that they do not copy the pages it is on.
