@@ -6,9 +6,10 @@ path with the server's Python, like the engine itself::
     python .../sense/local/forkserver.py --fd 5
 
 so it imports nothing of ``sense`` nor of the server stack: only the engine
-(``engine.py`` beside it, on ``sys.path`` as this file's directory) and what
-the engine imports. Standard library only, and single-threaded, so that a
-fork copies one consistent thread.
+(``engine.py`` beside it, on ``sys.path`` as this file's directory), what
+the engine imports, and the codec of host-name lookups (see :func:`main`).
+Standard library only, and single-threaded, so that a fork copies one
+consistent thread.
 
 File descriptor ``--fd`` is a Unix socket of type ``SOCK_SEQPACKET`` (one
 message per request or answer) whose other end the server holds.
@@ -170,7 +171,10 @@ def _become_engine(request, log_fd, channel_fd, forkserver_fds):
 def main(argv):
     server = socket.socket(fileno=int(argv[argv.index("--fd") + 1]))
     # What the engine loads on the way to its job, loaded once here for every child:
-    # runpy for a script, the C library for prctl (2 ms a dashboard otherwise).
+    # runpy for a script, the C library for prctl (2 ms a dashboard otherwise). And the codec
+    # of every host name a socket looks up, which a worker's first connection (to its master,
+    # say) would load: 2 ms a dashboard too.
+    import encodings.idna  # noqa: F401
     import runpy  # noqa: F401
 
     engine.load_libc()
