@@ -202,17 +202,33 @@ machine whose two cores are busy starting the workers' interpreters, and the han
 engine says it is ready, the server records it running, then sends the job: median 5 ms, the
 GIL's switch interval, since the server shares the master's process).
 
-**Prestarted engine (items 1b, 1c).** CPU per dashboard, measured with `getrusage` and
-psutil over 3 x 64 launches of the line above: a fresh interpreter costs each worker about
-42 ms; a fork of the prestarted engine 0.8 ms in the prestarted engine, then about 3 ms in the
-child until its job runs (copy-on-write faults as it touches the shared heap) and 4-5 ms when it
-exits: the interpreter's own exit path (kept, so that `atexit`, flushing and the closing of
-open files happen as in a fresh one) decrements every object's reference count, which copies
-most pages of the heap (11 ms before `gc.freeze()` in the prestarted engine, which keeps the
-children's garbage collections off its objects). The server's own CPU per launch (about 4.6
-ms, the web framework's request handling first) is unchanged and is now the larger part. An
-idle forked worker shares most of its pages with the prestarted engine: its RSS counts them,
-its USS (what ending it gives back) and PSS do not.
+**Prestarted engine (items 1b, 1c).** CPU per dashboard (`getrusage` and psutil over 3 x 64
+launches of the line above): a fresh interpreter costs each worker about 42 ms; a fork of the
+prestarted engine costs 0.7 ms in the prestarted engine, 4.4-5 ms in the child (the engine,
+the job it forks, and their ends: mostly copy-on-write page faults, about 1,200 a worker),
+and about 4.4 ms in the master's process (the `requests` client 1.2 ms, FastAPI 1.1 ms, the
+launch 0.9 ms, the thread that watches the dashboard 0.5 ms; per thread, from
+`/proc/self/task`). It was 0.6-0.8 of the floor when the engine first forked; four changes
+took it under 0.5, each measured alone:
+the server's socket was made with protocol 0, on whose connections asyncio leaves Nagle's
+algorithm on, so the body of every answer waited for the client to acknowledge its headers,
+which a client delays by up to 40 ms (seen in a trace of one launch: the last answers left
+the server 40 ms before the client read them; 0.15 -> 0.115 s at N=16);
+the job no longer goes through the interpreter's teardown, which decremented every object's
+reference count and so copied most pages it shared with its engine, but does what of that
+end a program can see (threads joined, `atexit` handlers, standard streams flushed, its own
+`__main__` and modules cleared so that `__del__` runs and open files are closed) and then
+`os._exit` (12.3 -> 7.2 ms of child CPU a worker);
+the prestarted engine loads the codec of host-name lookups (`encodings.idna`, which imports
+`stringprep` and `unicodedata`), which each worker's first connection to its master loaded
+(2 ms and 400 page faults a worker);
+and smaller ones: the engine's guardian waits with `poll()` instead of starting two threads,
+a forked child calls the engine it has loaded instead of running its file again, the API's
+dependencies are coroutines (FastAPI ran each in a thread), and the SSH server's loop is no
+longer woken for dashboards that have no session. Tried without effect: a lower GIL switch
+interval, `httptools` and `uvloop` for uvicorn, a higher priority for the prestarted engine.
+An idle forked worker shares most of its pages with the prestarted engine: its RSS counts
+them, its USS (what ending it gives back) and PSS do not.
 
 **Item 2.** Missed, and it cannot be met within the SPEC; the decision is to keep the SPEC.
 The SPEC caps the launches in flight at `sense.THREAD_POOL_SIZE`, default 10. 100 launches

@@ -168,6 +168,9 @@ def _guard(job_pid, channel, orders, log):
     _end_descendants()
     if log is not None:
         log.finish()
+    # What Python runs as a process ends (the engine registers nothing; a sitecustomize may,
+    # a coverage tool does); the rest of its teardown would only copy pages the job shared.
+    atexit._run_exitfuncs()
     _exit_as(os.waitstatus_to_exitcode(status))
 
 
@@ -444,9 +447,10 @@ def _flush_standard_streams(quietly=False):
         try:
             stream.flush()
         except Exception as error:
-            if stream is sys.stdout and not quietly:
-                _say_ignored(f"Exception ignored in: {stream!r}", error)
+            if stream is sys.stdout:
                 flushed = False
+                if not quietly:
+                    _say_ignored(f"Exception ignored in: {stream!r}", error)
     return flushed
 
 
