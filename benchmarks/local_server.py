@@ -30,7 +30,7 @@ RUNS = 5
 
 def fill(server, master_id: int, count: int) -> None:
     """``count`` ended workers of ``master_id``, shaped as launched ones are."""
-    from sense.local.context import project_ip
+    from sense.local.backends.local import project_ip
     from sense.local.store import now
 
     store = server.project.store

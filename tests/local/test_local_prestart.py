@@ -275,6 +275,34 @@ def test_a_package_installed_after_the_prestarted_engine_started_imports_in_the_
     assert f"dashboard {second} starts in a fresh interpreter" not in caplog.text
 
 
+def test_when_the_servers_environment_changes_what_python_reads_at_start_a_new_engine_serves(
+    api, caplog, monkeypatch
+):
+    caplog.set_level(logging.INFO, logger="sense.local")
+    before = api.launch(startup_code=PRINT_THEN_IDLE.format("'before'"))
+    assert log_lines(api, before["id"]) == ["before"]
+    first_engine = parent_of(api, before["id"])
+    # What dask's LocalCluster does to the process that starts it, the server's here.
+    monkeypatch.setenv("PYTHONHASHSEED", "6640")
+    code = PRINT_THEN_IDLE.format("hash('sense')")
+    fresh, forked = api.launch(startup_code=code), api.launch(startup_code=code)
+    python = subprocess.run(
+        [sys.executable, "-c", "print(hash('sense'))"], capture_output=True, text=True, check=True
+    )
+    assert log_lines(api, fresh["id"]) == log_lines(api, forked["id"]) == [python.stdout.strip()]
+    assert (
+        f"dashboard {fresh['id']} starts in a fresh interpreter: the server's environment now "
+        "sets PYTHONHASHSEED" in caplog.text
+    )
+    assert not is_forked(dashboard_process(api, fresh["id"]))
+    new_engine = parent_of(api, forked["id"])
+    assert FORKSERVER in new_engine.cmdline() and new_engine.pid != first_engine.pid
+    # The first one ends after its last dashboard.
+    for dashboard in (before, fresh, forked):
+        api("PUT", f"/dashboards/{dashboard['id']}/stop")
+    first_engine.wait(timeout=10)
+
+
 def test_a_server_whose_prestarted_engine_cannot_start_serves_as_without_one(
     project_dir, tmp_path, caplog
 ):

@@ -239,7 +239,7 @@ class LocalBackend(Backend):
     def _spawn(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, ForkedProcess]:
         with self._lock:
             forkserver = self._forkserver
-            unusable = forkserver.unusable()
+            unusable = forkserver.unusable(self._forkserver_environment())
             if unusable is not None:
                 forkserver.retire()
                 self._forkserver = self._new_forkserver()
@@ -252,7 +252,7 @@ class LocalBackend(Backend):
 
     def _new_forkserver(self) -> ForkServer | None:
         """A new prestarted engine; None, and the log says why, if it cannot start."""
-        environment = dashboard_environment(self.base_env, {}, {})
+        environment = self._forkserver_environment()
         try:
             return ForkServer(self.python, environment, self.state.log_dir / "forkserver.log")
         except OSError as error:
@@ -260,6 +260,10 @@ class LocalBackend(Backend):
                 "no prestarted engine (%s): dashboards start in fresh interpreters", error
             )
             return None
+
+    def _forkserver_environment(self) -> dict[str, str]:
+        """The environment a prestarted engine starts with: a dashboard's, less its own part."""
+        return dashboard_environment(self.base_env, {}, {})
 
     def _start(self, spec: LaunchSpec, env: dict, log) -> tuple[socket.socket, subprocess.Popen]:
         """Start the dashboard's engine in a fresh interpreter: its end of the channel and it."""

@@ -137,30 +137,34 @@ class ForkServer:
         )
         self._reader.start()
 
-    def unusable(self) -> str | None:
-        """Why it should fork nothing more, or None.
+    def unusable(self, environment: Mapping[str, str]) -> str | None:
+        """Why it should fork nothing more, or None; ``environment`` is the one a prestarted
+        engine would start with now.
 
-        It has ended; or packages were installed or removed since it started, which a fresh
-        interpreter would see (a new ``.pth`` file, a user site directory made since).
+        It has ended; packages were installed or removed since it started, which a fresh
+        interpreter would see (a new ``.pth`` file, a user site directory made since); or the
+        server's own environment changed a variable read at start (a library of the server's
+        process may set ``os.environ["PYTHONHASHSEED"]``, as dask's does), so that every
+        dashboard's would differ from its own.
         """
         if self._gone:
             return "the prestarted engine has ended"
         for directory, modified in self._sites.items():
             if _modified(directory) != modified:
                 return f"packages changed in {directory} since the prestarted engine started"
+        difference = _startup_difference(environment, self.environment)
+        if difference is not None:
+            return (
+                f"the server's environment now {difference}, which is read once when an "
+                "interpreter starts"
+            )
         return None
 
     def refusal(self, env: Mapping[str, str]) -> str | None:
         """Why a dashboard with environment ``env`` cannot be forked from it, or None."""
-        for name in sorted({*env, *self.environment}):
-            if not (name.startswith(STARTUP_PREFIXES) or name in STARTUP_NAMES):
-                continue
-            if env.get(name) != self.environment.get(name):
-                change = "sets" if name in env else "leaves out"
-                return (
-                    f"its environment {change} {name}, which is read once when an "
-                    "interpreter starts"
-                )
+        difference = _startup_difference(env, self.environment)
+        if difference is not None:
+            return f"its environment {difference}, which is read once when an interpreter starts"
         return None
 
     def spawn(
@@ -266,6 +270,17 @@ class ForkServer:
             answer.give(child)
         else:
             answer.give(CannotFork(f"the prestarted engine could not fork: {message['error']}"))
+
+
+def _startup_difference(environment: Mapping[str, str], started: Mapping[str, str]) -> str | None:
+    """How ``environment`` differs from ``started`` on what an interpreter reads as it starts
+    (``"sets NAME"``, ``"leaves out NAME"``: the first such name), or None."""
+    for name in sorted({*environment, *started}):
+        if not (name.startswith(STARTUP_PREFIXES) or name in STARTUP_NAMES):
+            continue
+        if environment.get(name) != started.get(name):
+            return f"{'sets' if name in environment else 'leaves out'} {name}"
+    return None
 
 
 def _modified(path: str) -> int | None:
