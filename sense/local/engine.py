@@ -157,12 +157,16 @@ def _guard(job_pid, channel, orders, log):
         log.keep_reading()
         watched.register(log.read_end, select.POLLIN)
     orders = _obey(orders)
-    while (status := _reap_until(job_pid)) is None:
+    while (status := _reap(job_pid)) is None:
         for fd, _ in watched.poll():
             if fd == wakeup_read:
                 os.read(wakeup_read, CHUNK)
             elif fd == channel.fileno():
-                orders = _obey(orders, channel, watched)
+                received = _receive(channel)
+                orders = _obey(orders + received)
+                if not received:  # the server is gone: so is every process of the job
+                    watched.unregister(channel)
+                    _signal_descendants(signal.SIGKILL)
             elif not log.copy():
                 watched.unregister(fd)
     _end_descendants()
@@ -196,26 +200,25 @@ def load_libc():
 _LIBC = None
 
 
-def _obey(pending, channel=None, watched=None):
-    """Carry out the complete orders of ``pending`` and of what ``channel`` has to read; what
-    is left of an order. When the server is gone (end of file), every process of the job is
-    killed and the channel is no longer watched."""
-    try:
-        received = channel.recv(CHUNK) if channel else b""
-    except OSError:  # reset: gone as well
-        received = b""
-    if channel and not received:
-        watched.unregister(channel)
-        _signal_descendants(signal.SIGKILL)
-        return b""
-    *orders, pending = (pending + received).split(b"\n")
-    for order in orders:
+def _obey(orders):
+    """Carry out the complete orders (one a line) of ``orders``; what is left of an unfinished
+    one."""
+    *complete, unfinished = orders.split(b"\n")
+    for order in complete:
         if order in ORDERS:
             _signal_descendants(ORDERS[order])
-    return pending
+    return unfinished
 
 
-def _reap_until(job_pid):
+def _receive(channel):
+    """What the server sent next; nothing once it is gone (even by SIGKILL)."""
+    try:
+        return channel.recv(CHUNK)
+    except OSError:  # reset: gone as well
+        return b""
+
+
+def _reap(job_pid):
     """Reap every child that has ended; the job's wait status once it has ended, else None.
 
     Orphans of the job come back to the guardian: reaping them as they end
