@@ -242,9 +242,10 @@ take about 200 ms, 9 round trips or more. Bare `http.client` threads with a pool
 take both a default pool of at least 34 (the SPEC says 10) and another HTTP layer than the
 one shared `requests.Session` the SPEC asks for. Tried inside the SPEC: turning off
 `trust_env`, so that `requests` stops reading the proxy variables at every request, saves
-about a fifth of the CPU per request (table above), at most 50 ms (two round trips) of 100
-launches; not adopted, since proxy variables changed after the first request would then be
-ignored, for a gain that does not reach the target. A connection pool as large as the
+about a fifth of the CPU per request, at most 50 ms (two round trips) of 100 launches; not
+adopted for every request, since proxy variables changed after the first request would then
+be ignored, but adopted for plain HTTP to this machine, where no proxy is ever used (the
+local server's case, and this item's stand-in). A connection pool as large as the
 thread pool made no measurable difference. For users: on the platform a worker takes
 seconds to start, so the 0.3 s of 100 launches is not what they wait for; whoever launches
 hundreds at once can raise `sense.THREAD_POOL_SIZE` (the README's Settings).
