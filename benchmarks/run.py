@@ -196,11 +196,10 @@ engine's handshake (the dashboard is marked running before its job is handed ove
 now uses a write-ahead log with `synchronous=NORMAL`: 0.2 ms for a launch's writes instead of 3
 ms on a quiet machine, and no stalls under load. The engine no longer imports `traceback`
 unless a job fails (4 ms of every worker's start). Before: N=4 0.29 s (2.5x the floor), N=16
-0.70 s (1.8x). What remains above the floor is the master's own CPU per launch (about 8 ms:
-half of it FastAPI's request handling, the rest the `requests` client and the store), on a
-machine whose two cores are busy starting the workers' interpreters, and the handshake (the
-engine says it is ready, the server records it running, then sends the job: median 5 ms, the
-GIL's switch interval, since the server shares the master's process).
+0.70 s (1.8x). With a fresh interpreter each (the "no prestart" column) what stays above
+the floor is the master's own CPU per launch, on a machine whose two cores are busy starting
+the workers' interpreters; the default, forking from the prestarted engine, is below it
+(next paragraph).
 
 **Prestarted engine (items 1b, 1c).** CPU per dashboard (`getrusage` and psutil over 3 x 64
 launches of the line above): a fresh interpreter costs each worker about 42 ms; a fork of the
@@ -234,25 +233,26 @@ them, its USS (what ending it gives back) and PSS do not.
 The SPEC caps the launches in flight at `sense.THREAD_POOL_SIZE`, default 10. 100 launches
 that each take at least one 20 ms round trip then need at least 10 round trips, whatever the
 client: bare `http.client` with a pool of 10 takes about 10 (table above). With a larger
-pool the bound becomes the client's CPU: `requests` + `urllib3` cost about 2 ms of CPU per
-request here, against about 0.5 ms for bare `http.client`, and 100 requests under one GIL
-take about 200 ms, 9 round trips or more. Bare `http.client` threads with a pool of 34 or
-100 get the same 100 POSTs through the same stand-in in under 4 round trips, so it is
-`requests`, not the machine or the stand-in, that keeps sense near 9. Closing the gap would
-take both a default pool of at least 34 (the SPEC says 10) and another HTTP layer than the
-one shared `requests.Session` the SPEC asks for. Tried inside the SPEC: turning off
-`trust_env`, so that `requests` stops reading the proxy variables at every request, saves
-about a fifth of the CPU per request, at most 50 ms (two round trips) of 100 launches; not
-adopted for every request, since proxy variables changed after the first request would then
-be ignored, but adopted for plain HTTP to this machine, where no proxy is ever used (the
-local server's case, and this item's stand-in). A connection pool as large as the
-thread pool made no measurable difference. For users: on the platform a worker takes
-seconds to start, so the 0.3 s of 100 launches is not what they wait for; whoever launches
-hundreds at once can raise `sense.THREAD_POOL_SIZE` (the README's Settings).
+pool the bound becomes the client's CPU: `requests` + `urllib3` cost about 0.8 ms of CPU per
+request here, against 0.24 ms for bare `http.client`, and 100 requests under one GIL take
+about 90 ms, 4-5 round trips. Bare `http.client` threads with a pool of 34 or 100 get the
+same 100 POSTs through the same stand-in in under 4 round trips, so it is `requests`, not
+the machine or the stand-in, that keeps sense near 5. Closing the gap would take both a
+default pool of at least 34 (the SPEC says 10) and another HTTP layer than the one shared
+`requests.Session` the SPEC asks for. Done inside the SPEC: `requests` reads the proxy
+variables, the CA-bundle variables and `.netrc` at every request (a fifth of its CPU per
+request); turning off `trust_env` for every request would ignore proxy variables changed
+after the first request, so it is skipped only for plain HTTP to this machine, where no
+proxy is ever used and every request carries its credentials (the local server's case, and
+this item's stand-in). A connection pool as large as the thread pool made no measurable
+difference. For users: on the platform a worker takes seconds to start, so the 0.2 s of 100
+launches is not what they wait for; whoever launches hundreds at once can raise
+`sense.THREAD_POOL_SIZE` (the README's Settings).
 
-**Item 4.** Launches per second are bounded by the machine: every worker is a fresh Python
-interpreter (about 40 ms of CPU to start here, including this environment's editable-install
-import hook), and two cores start about 50 a second at most, less the master's CPU per launch.
+**Item 4.** Launches per second are bounded by the machine's CPU per worker: about 10 ms
+forked from the prestarted engine (the master's process and the worker's together, item 1b),
+against about 40 ms for a fresh interpreter (including this environment's editable-install
+import hook), with which two cores started about 50 a second at most.
 Listing 1,000 dashboards: the store now builds the rows as one JSON text in sqlite and decodes
 it at once (select of 1,000 rows 27 ms -> 11 ms); most of the rest is the web framework's
 response validation and serialization.
