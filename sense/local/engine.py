@@ -424,8 +424,9 @@ def _end_as_python(code, loaded):
     atexit._run_exitfuncs()
     if not _flush_standard_streams():
         code = 120
-    # The main thread keeps the interpreter meanwhile: daemon threads see nothing cleared.
-    sys.setswitchinterval(LAST_OUTPUT_TIMEOUT)
+    # The main thread keeps the interpreter meanwhile (no switch for a minute, unless it
+    # waits): daemon threads see nothing cleared.
+    sys.setswitchinterval(60)
     # As Python, __main__ goes first (the modules it uses still work in its objects' __del__),
     # then the garbage, then what is left of the job's modules, the last imported first.
     main = sys.modules.get("__main__")
