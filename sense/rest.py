@@ -63,7 +63,7 @@ def send(
     method: str,
     url: str,
     *,
-    auth: tuple[str, str],
+    auth: tuple[str, str] | None,
     timeout: Timeout,
     json: Any = None,
     params: Mapping[str, Any] | None = None,

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from api_data import PROJECT_PATH, TOKEN, dashboard_json
+from api_data import PROJECT_PATH, TOKEN, dashboard_json, raw_challenge_answer
 from werkzeug import Response
 
 import sense
@@ -123,6 +123,8 @@ def test_a_post_whose_connection_dropped_after_sending_is_not_sent_again(master_
                     return
                 with connection:
                     received.append(connection.recv(65536))
+                    if answer := raw_challenge_answer(received[-1]):
+                        connection.sendall(answer)
 
         server = threading.Thread(target=serve, daemon=True)
         server.start()

@@ -159,6 +159,21 @@ class StateDir:
         except (OSError, ValueError):
             return {}
 
+    def is_served_by(self, pid: object) -> bool:
+        """Whether process ``pid`` is alive and holds the project's lock: it is the server that
+        ``server.json`` names, not a stale record of one that was killed (whose port anyone
+        may have taken since)."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            info = os.stat(self.path / "lock", follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        holders = _flock_holders(info)
+        if holders is not None:
+            return pid in holders
+        return _is_locked(self.path / "lock") and _is_alive(pid)
+
     def remove_server_file(self) -> None:
         """The server is gone."""
         self.server_file.unlink(missing_ok=True)
@@ -180,6 +195,45 @@ def create_new(path: str | os.PathLike, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
+
+
+def _flock_holders(info: os.stat_result) -> set[int] | None:
+    """The processes that hold a ``flock`` on the file of ``info``, from ``/proc/locks``
+    (Linux; None elsewhere). Read, not tried: trying would take the lock for a moment."""
+    try:
+        with open("/proc/locks") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 20918 fe:00:2147297 0 EOF"
+    return {
+        int(fields[4])
+        for fields in map(str.split, lines)
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device
+    }
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether another process holds ``path``'s lock: a non-blocking try fails."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # which lets go of the lock, if this took it
+    return False
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: not the server of this user's project
+        return False
+    return True
 
 
 def _entries(directory: Path):
