@@ -62,12 +62,12 @@ class StateDir:
         self.token_file = self.path / "token"
         self._lock_fd: int | None = None
         if create:
-            self.project_dir.mkdir(parents=True, exist_ok=True)
+            _make_folders(self.project_dir)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.path, 0o700)
         # First .sense/ itself: once it is ours and closed to others, nobody else can put
-        # anything in it, and what this process creates there is safe.
-        _check_trusted(self.path)
+        # anything in it nor read what is there, and what this process creates there is safe.
+        _check_trusted(self.path, private=True)
         if create:
             for directory in (self.log_dir, self.code_dir):
                 with contextlib.suppress(FileExistsError):
@@ -245,21 +245,36 @@ def _entries(directory: Path):
                 yield from _entries(Path(entry.path))
 
 
-def _check_trusted(path: Path) -> None:
-    """Refuse ``path`` unless it is the current user's, writable by nobody else, and no link."""
+def _make_folders(path: Path) -> None:
+    """Make ``path`` and its missing parents, mode 0755 at most: a folder that others may
+    write lets them plant a ``.sense/`` (``mkdir -p`` gives 0777 under umask 000)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o755)  # the umask may take more away, never add
+
+
+def _check_trusted(path: Path, *, private: bool = False) -> None:
+    """Refuse ``path`` unless it is the current user's, writable by nobody else, and no link;
+    if ``private``, open to nobody else at all."""
     info = os.lstat(path)
     me = os.geteuid()
+    mode = stat.S_IMODE(info.st_mode)
+    planted = "refusing to use this project's state, which another user could have planted"
     if stat.S_ISLNK(info.st_mode):
-        problem, remedy = "is a symbolic link", f"remove {path}"
+        problem, remedy = f"is a symbolic link: {planted}", f"remove {path}"
     elif info.st_uid != me:
-        problem = f"belongs to user id {info.st_uid}, not to you (user id {me})"
+        problem = f"belongs to user id {info.st_uid}, not to you (user id {me}): {planted}"
         remedy = f"remove {path}"
     elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+        problem = f"is writable by other users (mode {mode:o}): {planted}"
         remedy = f"check it, then `chmod -R go-w {path}`"
+    elif private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problem = (
+            f"is open to other users (mode {mode:o}): refusing to use this project's state, "
+            "where they could read the token, the dashboards' environments and logs"
+        )
+        remedy = f"`chmod 700 {path}`, and remove {path / 'token'} for a new token"
     else:
         return
-    raise UntrustedStateError(
-        f"{path} {problem}: refusing to use this project's state, which another user could "
-        f"have planted; {remedy}"
-    )
+    raise UntrustedStateError(f"{path} {problem}; {remedy}")
