@@ -203,7 +203,7 @@ def get_health() -> dict:
     return {"status": "ok"}
 
 
-@health.get(proof.ROUTE)
+@health.get(proof.ROUTE, responses={422: {"model": Error}})
 async def get_challenge(
     request: Request, nonce: Annotated[str, Query(pattern=proof.NONCE)]
 ) -> dict:
