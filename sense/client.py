@@ -7,16 +7,13 @@ from the environment and the module settings at every call.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sense import environment, proof, rest, urls, workers
-from sense.errors import SenseConnectionError
+from sense import environment, rest, urls, workers
 from sense.rest import Timeout
 from sense.status import Status
 
@@ -74,9 +71,6 @@ class Client:
         self._session = None
         self._session_settings: tuple | None = None
         self._lock = threading.Lock()
-        #: The server that proved it knows the token (see :mod:`sense.proof`): (url, digest).
-        self._proved: tuple[str, str] | None = None
-        self._proof_lock = threading.Lock()
         _CLIENTS.add(self)
 
     def __repr__(self) -> str:
@@ -132,38 +126,16 @@ class Client:
         'cluster-demo'
         """
         credentials = self.getAuth()
-        auth = (credentials["user"], credentials["pass"])
-        url = self.project_url()
-        timeout = self.timeout if timeout is None else timeout
-        self._check_server(url, auth, timeout)
-        try:
-            return rest.send(
-                self.session,
-                method,
-                url + path,
-                auth=auth,
-                timeout=timeout,
-                json=json,
-                params=params,
-                stream=stream,
-            )
-        except SenseConnectionError:
-            self._proved = None  # the server may have gone: the next request asks again
-            raise
-
-    def _check_server(self, url: str, auth: tuple[str, str], timeout: Timeout) -> None:
-        """Have a local server prove it knows the token before it gets it: once per client
-        and server, and again after a connection failure (see :mod:`sense.proof`)."""
-        if not proof.needed(url, auth):
-            return
-        proved = (url, hashlib.sha256(auth[0].encode()).hexdigest())
-        if self._proved == proved:
-            return
-        with self._proof_lock:
-            if self._proved != proved:
-                send = functools.partial(rest.send, self.session, auth=None, timeout=timeout)
-                proof.verify(send, url, auth[0])
-                self._proved = proved
+        return rest.send(
+            self.session,
+            method,
+            self.project_url() + path,
+            auth=(credentials["user"], credentials["pass"]),
+            timeout=self.timeout if timeout is None else timeout,
+            json=json,
+            params=params,
+            stream=stream,
+        )
 
     # --- the API of the module ----------------------------------------------------------
 
@@ -304,7 +276,6 @@ def _forget_sessions() -> None:
     for client in _CLIENTS:
         client._session = None
         client._lock = threading.Lock()
-        client._proof_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

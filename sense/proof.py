@@ -3,11 +3,13 @@
 A plain-HTTP address on this machine belongs to whichever program listens on
 its port: once the local server has ended (even by SIGKILL), another local
 user may listen there and collect the ``Authorization`` header of a shell or
-a notebook whose ``SENSE_*`` variables outlived it. So before its first
-credentialed request to such an address (and again after a connection
-failure) a client sends a random nonce to :data:`ROUTE`, which needs no
-credentials, and the server answers with an HMAC of it keyed by the token.
-The Sense platform's API (https, elsewhere) is never asked: it has no such route.
+a notebook whose ``SENSE_*`` variables outlived it. So on every new
+connection to such an address, before any request goes on it, a client
+sends a random nonce to :data:`ROUTE`, which needs no credentials, and the
+server answers with an HMAC of it keyed by the token (:mod:`sense.proving`
+does it for the HTTP layer). Connections are kept open and reused, so this
+costs one round trip per connection, not per request. The Sense platform's
+API (https, elsewhere) is never asked: it has no such route.
 
 Example
 -------
@@ -20,20 +22,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import json
 import secrets
-from urllib.parse import urlsplit
+import socket
 
 from sense import urls
-from sense.errors import SenseAPIError, SenseConnectionError
 
 #: The route of the challenge, at the API's root.
 ROUTE = "/challenge"
 #: What a nonce may be: URL-safe, long enough that none is asked twice.
 NONCE = r"^[A-Za-z0-9_-]{16,128}$"
+#: Bytes of an answer to the challenge read at most.
+MAX_ANSWER = 4096
 
 
-def needed(url: str, auth: tuple[str, str]) -> bool:
-    """Whether ``url`` must prove it knows the token: plain HTTP to this machine, with a token.
+class Unproven(Exception):
+    """The server did not prove it knows the token: nothing was sent to it with the token.
+
+    Not an ``OSError``: the HTTP layer must not take it for a connection to try again.
+    """
+
+
+def needed(url: str, auth: tuple[str, str] | None) -> bool:
+    """Whether the server of ``url`` must prove it knows the token: plain HTTP to this
+    machine, with a token as user.
 
     A username and password are not put to the challenge: an answer keyed by a password
     would let whoever asks guess it offline.
@@ -43,8 +56,9 @@ def needed(url: str, auth: tuple[str, str]) -> bool:
     >>> needed("https://api.senseplatform.com/users/a/projects/p", ("t0k3n", ""))
     False
     """
-    token, password = auth
-    return bool(token) and password == "" and _is_local_http(url)
+    if auth is None or not auth[0] or auth[1] != "":
+        return False
+    return url.lower().startswith("http://") and urls.is_loopback(url)
 
 
 def new_nonce() -> str:
@@ -58,41 +72,49 @@ def answer(token: str, nonce: str) -> str:
     return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
-def verify(send, url: str, token: str) -> None:
-    """Ask the server of ``url`` to prove it knows ``token``; return once it has.
+def prove(sock: socket.socket, host: str, token: str) -> bool:
+    """Ask the server at the other end of the new connection ``sock`` to prove it knows
+    ``token``; return once it has: whether the connection stays open for the next request
+    (False: the server closes each connection after one answer).
 
-    ``send(method, url, params=...)`` sends one request without credentials and returns
-    its JSON answer, as :func:`sense.rest.send` does.
+    ``host`` is what the ``Host`` header names (``127.0.0.1:8000``).
 
     Raises
     ------
-    SenseConnectionError
-        The server cannot be reached, or does not prove it (another program holds the port):
-        the token has not been sent to it.
+    Unproven
+        Its answer is not the proof.
+    OSError
+        The connection failed meanwhile.
     """
-    # The local server serves the challenge at its root, whatever path the API's URL has.
-    parts = urlsplit(url)
-    root = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     nonce = new_nonce()
+    sock.sendall(
+        f"GET {ROUTE}?nonce={nonce} HTTP/1.1\r\nHost: {host}\r\n"
+        "Accept: application/json\r\nUser-Agent: sense-python\r\n\r\n".encode()
+    )
+    response = http.client.HTTPResponse(sock, method="GET")
     try:
-        body = send("GET", root + ROUTE, params={"nonce": nonce})
-        proof = body.get("proof") if isinstance(body, dict) else None
-    except SenseAPIError as error:
-        proof, why = None, f"it answers {error.status_code} to {ROUTE}"
-    except SenseConnectionError as error:
-        raise SenseConnectionError(
-            f"{error} (the credentials were not sent)", unreachable=True
-        ) from error
-    else:
-        why = "its answer to the challenge is wrong"
+        response.begin()
+        body = response.read(MAX_ANSWER)
+    except OSError:
+        raise  # the connection failed: no answer at all (RemoteDisconnected is one too)
+    except http.client.HTTPException as error:
+        raise Unproven(_refusal(host, f"its answer is not HTTP: {error!r}")) from None
+    finally:
+        response.close()
+    try:
+        proof = json.loads(body).get("proof") if response.status == 200 else None
+    except (ValueError, AttributeError):
+        proof = None
     if not (isinstance(proof, str) and hmac.compare_digest(proof, answer(token, nonce))):
-        raise SenseConnectionError(
-            f"{root} does not prove that it is the local Sense server "
-            f"of these credentials ({why}): no server runs there any more, or another program "
-            "holds its port; the credentials were not sent",
-            unreachable=True,
-        )
+        wrong = "its answer to the challenge is wrong"
+        why = wrong if response.status == 200 else f"it answers {response.status} to {ROUTE}"
+        raise Unproven(_refusal(host, why))
+    return not response.will_close
 
 
-def _is_local_http(url: str) -> bool:
-    return url.lower().startswith("http://") and urls.is_loopback(url)
+def _refusal(host: str, why: str) -> str:
+    return (
+        f"http://{host} does not prove that it is the local Sense server of these "
+        f"credentials ({why}): no server runs there any more, or another program holds its "
+        "port; the credentials were not sent"
+    )

@@ -34,12 +34,12 @@ def challenge_answer(target: str) -> str | None:
 
 def raw_challenge_answer(request: bytes) -> bytes | None:
     """The whole HTTP answer to the raw ``request`` if it asks the challenge, else None; the
-    answer closes the connection, so the next request comes on a new one."""
+    connection stays open for the request that follows it."""
     method, target, *_ = [*request.split(b"\r\n", 1)[0].decode(errors="replace").split(), "", ""]
     body = challenge_answer(target) if method == "GET" else None
     if body is None:
         return None
-    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
     return f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode()
 
 

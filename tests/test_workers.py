@@ -606,7 +606,7 @@ def answer_only_the_challenge(listener: socket.socket) -> None:
             connection, _ = listener.accept()
         except OSError:  # the listener is closed: the test is over
             break
-        kept.append(connection)
+        kept.append(connection)  # open, and silent after the challenge's answer
         if answer := raw_challenge_answer(connection.recv(65536)):
             connection.sendall(answer)
     for connection in kept:
