@@ -422,7 +422,7 @@ def _env(args) -> int:
         token=server.auth[0],
     )
     # The token goes to stdout, for the user's eval, as `sense server` shows it; no SSH
-    # variables: the password lives in the server's memory only (README, "SSH").
+    # variables: the password lives in the server's memory only, and is never written.
     _print_exports(context(project, master))
     return 0
 
