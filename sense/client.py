@@ -39,6 +39,8 @@ class Client:
     pool_size : int
         How many requests ``launchWorkers`` and ``stopWorkers`` send at once.
 
+    Notes
+    -----
     The cluster a client works on is always this dashboard's (``SENSE_DASHBOARD_ID``,
     ``SENSE_MASTER_ID``): a client changes where and how requests go, not who asks.
     Settings may be changed on the instance; the next request uses them.

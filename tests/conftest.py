@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, TOKEN
@@ -84,3 +85,18 @@ def recording_python(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake))
     return record
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session):
+    # Inside pytest-cov's own wrapper (trylast), so this runs after the tests and before
+    # its combine step: see coverage_files.py.
+    result = yield
+    import coverage
+
+    measuring = coverage.Coverage.current()
+    if measuring is not None:
+        from coverage_files import discard_unreadable
+
+        discard_unreadable(Path(measuring.config.data_file).absolute())
+    return result

@@ -7,6 +7,7 @@ Examples
     sense run examples/cluster.py        # the script is the master; workers print as [worker N]
     sense server --port 8000             # prints the variables that make a shell its master
     sense ps; sense logs 3; sense stop 3
+    eval "$(sense env)"                  # in another shell: make it the server's master
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ examples:
   sense run examples/cluster.py          run a script as the master dashboard
   sense server --port 8000               serve a project; prints the shell variables
   sense ps                               list the dashboards of the project here
+  eval "$(sense env)"                    make this shell the master of the server here
 """
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _explain(error: Exception) -> str:
     """The error, and what to do about it when it is a full disk."""
+    if isinstance(error, SenseAPIError):
+        # The server's own words: the request behind them is the command's business.
+        return error.message
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
     if full or "disk is full" in str(error):
         return f"{error}: free some space on that disk and try again"
@@ -121,13 +126,28 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(stop)
     stop.add_argument("ids", type=int, nargs="*", metavar="ID", help="the dashboards to stop")
     stop.set_defaults(command=_stop)
+
+    env = commands.add_parser(
+        "env",
+        help="print the export lines that make a shell the master of `sense server`",
+        description="Print the `export` lines of the master dashboard of the `sense server` "
+        'that serves the project, for `eval "$(sense env)"` in another shell. They hold the '
+        "project's token. The SSH variables are left out: only `sense server` prints them.",
+    )
+    env.add_argument("--project-dir", default=None, help="the project (default: here)")
+    env.set_defaults(command=_env)
     return parser
 
 
 def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--port", type=_port, default=default_port, help="0: any free port")
     parser.add_argument(
-        "--ssh-port", type=_port, default=0, help="the dashboards' SSH port (0: any free port)"
+        "--port", type=_port, default=default_port, help="the API's port (default 0: any free port)"
+    )
+    parser.add_argument(
+        "--ssh-port",
+        type=_port,
+        default=0,
+        help="the dashboards' SSH port (default 0: any free port)",
     )
     parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
     parser.add_argument(
@@ -283,9 +303,12 @@ def _serve(args) -> int:
         print(f"Local Sense server for {server.project_dir} at {server.url}")
         # The token is shown deliberately here and below: the user asked for it.
         print(f"Web page: {_page_address(server)}")
-        print("To make a shell (or a notebook started from it) its master dashboard, run:\n")
-        for name, value in server.master_environment().items():
-            print(f"export {name}={shlex.quote(value)}")
+        print(
+            "To make a shell (or a notebook started from it) its master dashboard, run "
+            f'eval "$(sense env --project-dir {shlex.quote(str(server.project_dir))})" '
+            "in it, or:\n"
+        )
+        _print_exports(server.master_environment())
         print("\nCtrl-C stops the server and every dashboard.", flush=True)
         done = threading.Event()
 
@@ -296,6 +319,11 @@ def _serve(args) -> int:
             while not done.wait(0.5):
                 pass
     return 0
+
+
+def _print_exports(environment: dict[str, str]) -> None:
+    for name, value in environment.items():
+        print(f"export {name}={shlex.quote(value)}")
 
 
 def _page_address(server: LocalServer) -> str:
@@ -358,6 +386,8 @@ def _stop(args) -> int:
         # Workers first: stopping the master of `sense run` ends the run, server and all.
         active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
         ids = [d["id"] for d in active]
+        if not ids:
+            print("no worker is running: nothing to stop")
     status = 0
     for dashboard_id in ids:
         try:
@@ -372,11 +402,39 @@ def _stop(args) -> int:
     return status
 
 
+def _env(args) -> int:
+    from sense.local.context import Project, context
+
+    directory = Path(args.project_dir if args.project_dir is not None else os.getcwd())
+    server = _served_from(directory)
+    if server.attached is None:
+        raise SenseError(
+            f"the server of {directory.resolve()} has no master of its own (under `sense run`, "
+            "the script is the master): `sense env` goes with `sense server`"
+        )
+    master = _client_of(server).request("GET", f"/dashboards/{server.attached}")
+    path = f"/users/{master['owner_id']}/projects/{master['project_id']}"
+    project = Project(
+        directory=str(directory),
+        owner_id=master["owner_id"],
+        project_id=master["project_id"],
+        api_url=server.project_url.removesuffix(path),
+        token=server.auth[0],
+    )
+    # The token goes to stdout, for the user's eval, as `sense server` shows it; no SSH
+    # variables: the password lives in the server's memory only, and is never written.
+    _print_exports(context(project, master))
+    return 0
+
+
 def _client(args):
     """A client of the project of ``args``, which answers at once or not at all."""
+    return _client_of(_find_server(args.project_dir))
+
+
+def _client_of(server: _Server):
     import sense
 
-    server = _find_server(args.project_dir)
     return sense.Client(url=server.project_url, auth=server.auth, timeout=30, retries=0)
 
 
@@ -389,15 +447,19 @@ class _Server(NamedTuple):
 
 def _find_server(project_dir: str | None) -> _Server:
     """Where the server is: from the SENSE_* environment, else from ``.sense/``."""
-    from sense.local.statedir import DIRECTORY, StateDir
-
     url = os.environ.get("SENSE_PROJECT_URL")
     token = os.environ.get("SENSE_API_TOKEN") or os.environ.get("SENSE_API_KEY")
     if project_dir is None and url and token:
         # This shell exported a master's variables, as `sense server` prints them.
         me = os.environ.get("SENSE_DASHBOARD_ID", "")
         return _Server(url, (token, ""), int(me) if me.isdigit() else None)
-    directory = Path(project_dir if project_dir is not None else os.getcwd())
+    return _served_from(Path(project_dir if project_dir is not None else os.getcwd()))
+
+
+def _served_from(directory: Path) -> _Server:
+    """The server of the project in ``directory``, from its ``.sense/``."""
+    from sense.local.statedir import DIRECTORY, StateDir
+
     # Only look: a command that asks a server creates nothing, least of all a token.
     state = StateDir(directory, create=False) if (directory / DIRECTORY).is_dir() else None
     record = state.read_server_file() if state is not None else {}
