@@ -46,6 +46,8 @@ MAX_BODY = 1024 * 1024
 #: The header that tells a log's size.
 LOG_SIZE = "X-Log-Size"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: A raw log is what workers printed: never read as HTML, and run as no page if opened as one.
+_RAW = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 _ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
@@ -353,7 +355,7 @@ def get_logs(
     """
     size, chunks = project.read_logs(dashboard_id, offset)
     return StreamingResponse(
-        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size)}
+        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size), **_RAW}
     )
 
 
