@@ -20,7 +20,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic
 from pydantic import ValidationError
@@ -76,6 +75,8 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
         version=__version__,
         description="A Sense-compatible REST API whose dashboards are processes on this machine.",
         # Served by the `docs` router below, behind the credentials like every route but /health.
+        # No Swagger UI nor ReDoc: both load their scripts from a CDN (see the README's REST
+        # routes), and nothing of this origin may run a script that is not the package's.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -372,18 +373,6 @@ def get_openapi(request: Request) -> JSONResponse:
         for body in launch["post"]["requestBody"]["content"].values():
             body["schema"]["properties"]["engine"]["pattern"] = pattern
     return JSONResponse(description)
-
-
-@docs.get("/docs")
-def get_docs() -> Response:
-    """The API's documentation as Swagger UI."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="sense local server")
-
-
-@docs.get("/redoc")
-def get_redoc() -> Response:
-    """The API's documentation as ReDoc."""
-    return get_redoc_html(openapi_url="/openapi.json", title="sense local server")
 
 
 # -- errors: always {"error": "..."} -------------------------------------------------------------

@@ -385,6 +385,15 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     assert "X-Log-Size" in logs["responses"]["200"]["headers"]
 
 
+def test_no_documentation_page_loads_scripts_from_elsewhere(api, server):
+    # Swagger UI and ReDoc would load theirs from a CDN, into the origin of the web page.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        answer = requests.get(server.url + path, auth=api.auth, timeout=10)
+        assert answer.status_code == 404, path
+        assert set(answer.json()) == {"error"}
+    assert requests.get(f"{server.url}/openapi.json", auth=api.auth, timeout=10).ok
+
+
 def test_the_token_and_the_password_show_in_no_repr(project_dir):
     with LocalServer(project_dir, username="ada", password="lovelace") as server:
         token = server.project.info.token
