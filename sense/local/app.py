@@ -5,8 +5,9 @@ Routes hold no state: each translates HTTP into one call on the
 
 Example
 -------
->>> app = create_app(project, Credentials(token="t0k3n"))       # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)                # doctest: +SKIP
+>>> hosts = allowed_hosts("127.0.0.1")                               # doctest: +SKIP
+>>> app = create_app(project, Credentials(token="t0k3n"), hosts=hosts)  # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)                      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sense import __version__
+from sense.local.hosts import HostCheck
 from sense.local.models import (
     LAUNCH_FORM,
     MAX_ID,
@@ -68,8 +70,15 @@ class Credentials:
         return bool(by_token or by_password)
 
 
-def create_app(project: LocalProject, credentials: Credentials, *, max_body: int = MAX_BODY):
-    """The app serving ``project`` to callers who present ``credentials``."""
+def create_app(
+    project: LocalProject,
+    credentials: Credentials,
+    *,
+    hosts: frozenset[str],
+    max_body: int = MAX_BODY,
+):
+    """The app serving ``project`` to callers who present ``credentials``, by the names
+    ``hosts`` (:func:`sense.local.hosts.allowed_hosts`)."""
     app = FastAPI(
         title="sense local server",
         version=__version__,
@@ -84,6 +93,8 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
     app.state.project = project
     app.state.credentials = credentials
     app.state.max_body = max_body
+    # Outermost: no route, nor the same-origin check that reads Host, sees another name.
+    app.add_middleware(HostCheck, allowed=hosts)
     _install_error_handlers(app)
     app.include_router(health)
     app.include_router(projects)

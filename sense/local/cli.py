@@ -165,6 +165,16 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         "(HOST:PORT of the head, or auto)",
     )
     parser.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name that browsers and clients may reach the server by, besides its address, "
+        "localhost and the loopback addresses (repeatable): a request for any other is refused "
+        "with 400, against DNS rebinding",
+    )
+    parser.add_argument(
         "--log-cap",
         type=_mebibytes,
         default=None,
@@ -204,6 +214,7 @@ def _open(args) -> LocalServer:
         ssh_port=args.ssh_port,
         max_workers=args.max_workers,
         grace=args.grace,
+        allow_hosts=args.allow_hosts,
         backend=args.backend,
         **backend_options,
     )
