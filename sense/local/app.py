@@ -128,8 +128,7 @@ class BasicAuth(HTTPBasic):
                 user = None
         if user is not None and request.app.state.credentials.accept(user, password):
             return
-        # The web page's session cookie; a request that changes something needs its CSRF
-        # token too (403 without).
+        # The web page's session: its cookie and its key (a cookie alone is no login).
         if logged_in(request):
             return
         # A challenge would make a browser pop up a password dialog over the page's requests.
