@@ -29,6 +29,7 @@ import collections
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
@@ -47,7 +48,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 @dataclass
 class Session:
-    """One logged-in browser."""
+    """One logged-in browser: the key its page keeps (``csrf``), and when it was last used."""
 
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     #: When it was last used, on :attr:`Sessions.clock`.
@@ -60,7 +61,7 @@ class Sessions:
     ``clock`` tells the time in seconds (:func:`time.monotonic` unless a test says so).
     """
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
