@@ -75,3 +75,23 @@ def test_sense_server_takes_repeated_allow_host_options(project_dir):
     refused = sense_command("server", "--allow-host", "x:1", cwd=project_dir)
     output = refused.communicate(timeout=30)[0]
     assert refused.returncode == 1 and "--allow-host 'x:1'" in output
+
+
+@pytest.mark.parametrize(
+    ("listen", "by_ip"),
+    # Every address: reached by any IP address of the machine. IPv6: Host in brackets.
+    [("0.0.0.0", "127.0.0.2"), ("::1", "[::1]")],
+)
+def test_a_server_on_another_address_answers_its_ip_addresses_and_no_name(tmp_path, listen, by_ip):
+    project = tmp_path / "project"
+    project.mkdir()
+    try:
+        server = LocalServer(project, host=listen, ssh_port=None)
+    except OSError as error:  # no IPv6 here
+        pytest.skip(f"cannot listen on {listen}: {error}")
+    with server:
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
+        port = url.rsplit(":", 1)[1]
+        for host, status in ((f"{by_ip}:{port}", 200), (f"evil.example:{port}", 400)):
+            answer = requests.get(f"{url}/health", headers={"Host": host}, timeout=10)
+            assert answer.status_code == status, host
