@@ -185,6 +185,16 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         "(HOST:PORT of the head, or auto)",
     )
     parser.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name that browsers and clients may reach the server by, besides its address, "
+        "localhost and the loopback addresses (repeatable): a request for any other is refused "
+        "with 400, against DNS rebinding",
+    )
+    parser.add_argument(
         "--log-cap",
         type=_mebibytes,
         default=None,
@@ -224,6 +234,7 @@ def _open(args) -> LocalServer:
         ssh_port=args.ssh_port,
         max_workers=args.max_workers,
         grace=args.grace,
+        allow_hosts=args.allow_hosts,
         backend=args.backend,
         **backend_options,
     )
@@ -257,8 +268,8 @@ def _run(args) -> int:
     follower = None
     try:
         if sys.stderr.isatty():
-            # Not into a pipe or a log file, which would keep the token; nor among the
-            # script's own output.
+            # Not into a pipe or a log file (the link is worth a login for 15 minutes); nor
+            # among the script's own output.
             print(f"sense run: the web page is {_page_address(server)}", file=sys.stderr)
         project = server.project
         master = project.run_master(script, args.args)
@@ -301,7 +312,7 @@ def _serve(args) -> int:
     with _open(args) as server:
         server.attach(set_environ=False)
         print(f"Local Sense server for {server.project_dir} at {server.url}")
-        # The token is shown deliberately here and below: the user asked for it.
+        # The token is shown deliberately below: the user asked for it.
         print(f"Web page: {_page_address(server)}")
         print(
             "To make a shell (or a notebook started from it) its master dashboard, run "
@@ -327,10 +338,14 @@ def _print_exports(environment: dict[str, str]) -> None:
 
 
 def _page_address(server: LocalServer) -> str:
-    """The address that opens the server's web page logged in."""
-    from sense.local.web import token_url
+    """A link that logs in to the server's web page, and what to do once it is used.
 
-    return token_url(server.url, server.project.info.token)
+    A one-time code, not the token: a browser's history keeps the addresses it opened.
+    """
+    return (
+        f"{server.page_link()}\n  (it logs in once, within 15 minutes; after that, open "
+        f"{server.page_url} and paste the token, {server.state.token_file})"
+    )
 
 
 class _signals:
