@@ -27,7 +27,7 @@ def reference() -> str:
     from sense.local.app import create_app
 
     # Only the schema is read: no project is served, no credentials are checked.
-    schema = create_app(None, None).openapi()
+    schema = create_app(None, None, hosts=frozenset()).openapi()
     sections = ["## Routes"]
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
