@@ -172,9 +172,7 @@ def wait_for_log(backend, dashboard_id: int, text: str, timeout: float = 30) -> 
     return wait_for(log_with_text, timeout, what=f"{text!r} in the output of {dashboard_id}")
 
 
-def run_the_cluster_example(
-    address: str, project_dir, *, prefix: tuple[str, ...] = (), console: bool = True
-) -> str:
+def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...] = ()) -> str:
     """``sense run --backend ray --ray-address ADDRESS cluster.py`` of the README, unmodified,
     in ``project_dir`` (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that
     it succeeded with its workers on more than one node, and return its output."""
@@ -200,8 +198,7 @@ def run_the_cluster_example(
     # The workers' own lines: on the console of `sense run`, and kept in their logs.
     kept = [log.read_text() for log in (Path(project_dir) / ".sense" / "logs").glob("*.log")]
     assert sum(log.count("said hello to the master") for log in kept) == 4, kept
-    if console:
-        assert output.count("said hello to the master") == 4, output
+    assert output.count("said hello to the master") == 4, output
     return output
 
 

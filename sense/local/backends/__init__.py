@@ -55,6 +55,11 @@ class UnknownBackendError(SenseError, LookupError):
     """No backend of that name is built in or installed."""
 
 
+class NoRoomError(OSError):
+    """The backend has no room for the dashboard now: the launch is refused as one past the
+    quota is (HTTP 429), and nothing of it is left. The message says how many fit."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a dashboard landed: what only placement knows.
@@ -191,6 +196,8 @@ class Backend(abc.ABC):
 
         Raises
         ------
+        NoRoomError
+            There is no room for it now (a full cluster); nothing of it is left.
         OSError
             It could not be started; nothing of it is left.
         """
