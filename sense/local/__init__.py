@@ -111,6 +111,7 @@ class LocalServer:
 
         # An unknown backend is refused before anything is made or locked.
         backend_class = backends.load(backend)
+        backend_class.check_options(**backend_options)
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()
         self.master = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -63,6 +65,25 @@ def test_ray_a_ray_client_address_is_refused_before_connecting(project_dir, monk
     with pytest.raises(SenseConfigError, match="run the server on a node of the cluster"):
         make_backend("ray", project_dir, **options)
     assert not ray.is_initialized()
+
+
+def test_ray_sense_run_through_ray_client_says_in_one_line_where_to_run_instead(project_dir):
+    (project_dir / "job.py").write_text("print('never runs')\n")
+    sense = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
+    address = ["--ray-address", "ray://127.0.0.1:10001"]
+    run = subprocess.run(
+        [*sense, "run", "--backend", "ray", *address, "job.py"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stdout == ""
+    [line] = run.stderr.splitlines()
+    assert line.startswith("sense: the ray backend cannot work through Ray Client")
+    assert "run the server on a node of the cluster" in line
+    assert not (project_dir / ".sense").exists()  # refused before anything was made
 
 
 def test_ray_on_a_cluster_without_custom_resources_the_quota_is_what_its_cpus_hold(

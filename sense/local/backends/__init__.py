@@ -143,6 +143,15 @@ class Backend(abc.ABC):
         self._running_listeners: list[RunningListener] = []
         self._exit_listeners: list[ExitListener] = []
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Refuse options it cannot work with, before anything of the server is made.
+
+        Called with the backend's own keyword options (those :meth:`__init__` takes besides
+        the common ones); none is refused by default.
+        """
+        return None
+
     # -- reporting -------------------------------------------------------------------------------
 
     def subscribe(self, on_running: RunningListener | None, on_exit: ExitListener) -> None:

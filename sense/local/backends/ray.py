@@ -230,6 +230,10 @@ class RayBackend(Backend):
 
     # -- what it accepts ----------------------------------------------------------------------
 
+    @classmethod
+    def check_options(cls, *, ray_address: str | None = None, **options) -> None:
+        _check_address(ray_address)
+
     def refusal(self, engine: str, size: str | int) -> str | None:
         if super().refusal(engine, size) is not None:
             return f"engine {engine!r} is not available: the Ray backend runs Python engines only"
