@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import sys
 
 import psutil
 import pytest
 from backend_support import (
     NODES,
+    SENSE,
     Launcher,
     dashboards_with_processes,
     log_of,
@@ -67,23 +67,41 @@ def test_ray_a_ray_client_address_is_refused_before_connecting(project_dir, monk
     assert not ray.is_initialized()
 
 
-def test_ray_sense_run_through_ray_client_says_in_one_line_where_to_run_instead(project_dir):
+def sense_run(project_dir, *options: str) -> subprocess.CompletedProcess:
+    """``sense run OPTIONS job.py`` in ``project_dir``, its output captured."""
     (project_dir / "job.py").write_text("print('never runs')\n")
-    sense = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
-    address = ["--ray-address", "ray://127.0.0.1:10001"]
-    run = subprocess.run(
-        [*sense, "run", "--backend", "ray", *address, "job.py"],
+    return subprocess.run(
+        [*SENSE, "run", *options, "job.py"],
         cwd=project_dir,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_ray_sense_run_through_ray_client_says_in_one_line_where_to_run_instead(project_dir):
+    run = sense_run(project_dir, "--backend", "ray", "--ray-address", "ray://127.0.0.1:10001")
     assert run.returncode == 1
     assert run.stdout == ""
     [line] = run.stderr.splitlines()
     assert line.startswith("sense: the ray backend cannot work through Ray Client")
     assert "run the server on a node of the cluster" in line
     assert not (project_dir / ".sense").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--backend", "ray", "--ray-placement-timeout", "-1"], "should be a number of seconds"),
+        (["--ray-placement-timeout", "5"], "--ray-placement-timeout goes with --backend ray"),
+    ],
+    ids=["negative", "local-backend"],
+)
+def test_ray_a_wrong_placement_timeout_is_refused_naming_it(project_dir, options, said):
+    run = sense_run(project_dir, *options)
+    assert run.returncode in (1, 2)
+    assert said in run.stderr
+    assert "never runs" not in run.stdout
 
 
 def test_ray_on_a_cluster_without_custom_resources_the_quota_is_what_its_cpus_hold(
