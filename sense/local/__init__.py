@@ -118,6 +118,7 @@ class LocalServer:
         # An unknown backend, or a bad name to allow, is refused before anything is made or
         # locked.
         backend_class = backends.load(backend)
+        backend_class.check_options(**backend_options)
         allow_hosts = [check_host_name(name) for name in allow_hosts]
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()

@@ -182,7 +182,15 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         default=None,
         metavar="ADDRESS",
         help="with --backend ray: the cluster to join, as ray.init(address=...) takes it "
-        "(HOST:PORT of the head, or auto)",
+        "(HOST:PORT of the head, or auto; not ray://: run the server on a node of the cluster)",
+    )
+    parser.add_argument(
+        "--ray-placement-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --backend ray: how long a launch waits for free CPUs on the cluster before "
+        "it is refused (default 10; raise it for a cluster that autoscales)",
     )
     parser.add_argument(
         "--allow-host",
@@ -219,6 +227,10 @@ def _open(args) -> LocalServer:
         if args.backend != "ray":
             raise SenseError("--ray-address goes with --backend ray")
         backend_options["ray_address"] = args.ray_address
+    if args.ray_placement_timeout is not None:
+        if args.backend != "ray":
+            raise SenseError("--ray-placement-timeout goes with --backend ray")
+        backend_options["placement_timeout"] = args.ray_placement_timeout
     if not args.prestart:
         if args.backend not in ("local", "ray"):
             raise SenseError("--no-prestart goes with --backend local or ray")
@@ -245,6 +257,17 @@ def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"should be a port from 0 to 65535, not {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    """``--ray-placement-timeout``'s value: seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"should be a number of seconds, 0 or more: {text!r}")
+    return seconds
 
 
 def _mebibytes(text: str) -> int:

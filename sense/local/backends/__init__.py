@@ -61,6 +61,11 @@ class BackendNotInstalledError(SenseError, ImportError):
     """A built-in backend whose extra is not installed: the message names the ``pip install``."""
 
 
+class NoRoomError(OSError):
+    """The backend has no room for the dashboard now: the launch is refused as one past the
+    quota is (HTTP 429), and nothing of it is left. The message says how many fit."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a dashboard landed: what only placement knows.
@@ -144,6 +149,15 @@ class Backend(abc.ABC):
         self._running_listeners: list[RunningListener] = []
         self._exit_listeners: list[ExitListener] = []
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Refuse options it cannot work with, before anything of the server is made.
+
+        Called with the backend's own keyword options (those :meth:`__init__` takes besides
+        the common ones); none is refused by default.
+        """
+        return None
+
     # -- reporting -------------------------------------------------------------------------------
 
     def subscribe(self, on_running: RunningListener | None, on_exit: ExitListener) -> None:
@@ -197,6 +211,8 @@ class Backend(abc.ABC):
 
         Raises
         ------
+        NoRoomError
+            There is no room for it now (a full cluster); nothing of it is left.
         OSError
             It could not be started; nothing of it is left.
         """
