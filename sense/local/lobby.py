@@ -54,6 +54,11 @@ class Lobby:
         if entry is not None:
             entry[0].cancel()
 
+    def close_all(self) -> None:
+        """Close every connection still waiting (the listener stops)."""
+        for connection in list(self._waiting):
+            self._close(connection)
+
     def _close(self, connection: Hashable) -> None:
         timer, close = self._waiting.pop(connection)
         timer.cancel()

@@ -250,13 +250,13 @@ def test_a_wrong_password_another_user_and_an_ended_dashboard_s_password_are_ref
 
 def test_stopping_a_dashboard_ends_what_runs_over_ssh_and_closes_the_session(server, api, tmp_path):
     worker, ssh = worker_ssh(server, api, tmp_path)
-    session = ssh.popen(TWO_SLEEPS)
-    escaped, foreground = (psutil.Process(int(session.stdout.readline())) for _ in range(2))
-    api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
-    _, alive = psutil.wait_procs([escaped, foreground], timeout=5)
-    assert not alive
-    assert session.wait(timeout=10) != 0
-    assert f"dashboard {worker['id']} has ended" in session.stderr.read()
+    with ssh.popen(TWO_SLEEPS) as session:
+        escaped, foreground = (psutil.Process(int(session.stdout.readline())) for _ in range(2))
+        api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
+        _, alive = psutil.wait_procs([escaped, foreground], timeout=5)
+        assert not alive
+        assert session.wait(timeout=10) != 0
+        assert f"dashboard {worker['id']} has ended" in session.stderr.read()
 
 
 def test_sigkill_of_the_server_ends_what_runs_over_ssh(project_dir, tmp_path):
@@ -268,15 +268,16 @@ def test_sigkill_of_the_server_ends_what_runs_over_ssh(project_dir, tmp_path):
             exports["SENSE_SSH_PASSWORD"],
             tmp_path / "known_hosts",
         )
-        session = ssh.popen(TWO_SLEEPS)
-        sleeps = [psutil.Process(int(session.stdout.readline())) for _ in range(2)]
-        served.kill()
-        _, alive = psutil.wait_procs(sleeps, timeout=5)
-        assert not alive
-        session.wait(timeout=10)
+        with ssh.popen(TWO_SLEEPS) as session:
+            sleeps = [psutil.Process(int(session.stdout.readline())) for _ in range(2)]
+            served.kill()
+            _, alive = psutil.wait_procs(sleeps, timeout=5)
+            assert not alive
+            session.wait(timeout=10)
     finally:
         served.kill()
         served.wait()
+        served.stdout.close()
 
 
 def test_the_host_key_is_kept_so_known_hosts_stays_valid_across_restarts(tmp_path):

@@ -167,8 +167,10 @@ class SshServer:
         await self._stopping.wait()
         acceptor.close()
         await acceptor.wait_closed()
+        self.lobby.close_all()  # the listener leaves them open, for the loop to drop
         for dashboard_id in list(self._dashboards):
             await self._end(dashboard_id)
+        # Sessions too: one cut off by the loop's end leaves asyncssh's clean-up never awaited.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=END_TIMEOUT)
 
@@ -190,6 +192,7 @@ class SshServer:
 
     async def _serve(self, channel: asyncssh.SSHServerProcess) -> None:
         """Run one session: the command asked for, else a shell."""
+        self._track(asyncio.current_task())
         try:
             await self._run(channel)
         finally:
@@ -248,7 +251,10 @@ class SshServer:
             dashboard.commands.discard(command)
             dashboard.channels.discard(channel)
 
-        task = asyncio.create_task(forget_when_done())
+        self._track(asyncio.create_task(forget_when_done()))
+
+    def _track(self, task: asyncio.Task) -> None:
+        """Have :meth:`stop` wait for ``task`` (up to ``END_TIMEOUT``)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
