@@ -89,17 +89,15 @@ class LoginThrottle:
 
     @staticmethod
     def source(address: str) -> str:
-        """The source that ``address`` counts as: loopback is one, IPv6 goes by its /64."""
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
-            return address
+        """The source that ``address`` (a client's IP) counts as: loopback is one, IPv6 goes
+        by its /64."""
+        ip = ipaddress.ip_address(address)
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if ip.is_loopback:
             return "loopback"
         if ip.version == 6:
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+            return str(ipaddress.ip_network((ip, 64), strict=False))
         return str(ip)
 
     async def attempt(self, address: str, check: Callable[[], bool]) -> bool:
