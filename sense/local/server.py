@@ -6,7 +6,7 @@ is known at once, and every dashboard's environment can name the real one.
 uvicorn has no timeout for a request to arrive (``timeout_keep_alive`` counts
 only between requests), so a client that opens connections and sends half a
 request would hold them all, until the process runs out of file descriptors
-and answers no one (see "Many connections" in the README): each connection waits in a
+and answers no one: each connection waits in a
 :class:`~sense.local.lobby.Lobby` until its request has arrived whole.
 
 Example
