@@ -30,7 +30,7 @@ File descriptor ``--fd`` is this end of a socket pair whose other end the
 server holds for the dashboard's whole life. Over it the engine
 
 1. says ``R`` (ready), then reads one JSON line: the job
-   (``{"code": ..., "file": ...}``, ``{"script": ..., "argv": [...]}`` or
+   (``{"code": ...}``, ``{"script": ..., "argv": [...]}`` or
    ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
    goes to a console (when they are given, the guardian copies the job's
    output into that log: see :class:`_Log`);
@@ -484,7 +484,7 @@ def _say_ignored(heading, error):
 def _run_job(job):
     """Run the job as ``__main__``; its ``SystemExit`` or error propagates."""
     if "code" in job:
-        _run_code(job["code"], job.get("file"))
+        _run_code(job["code"])
     elif "script" in job:
         _run_script(job["script"], job.get("argv", []))
     else:
@@ -492,34 +492,20 @@ def _run_job(job):
             signal.pause()
 
 
-def _run_code(source, saved_at):
+def _run_code(source):
     """Run ``source`` as ``python -c SOURCE`` would.
 
-    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines) and
-    ``sys.argv`` is ``["-c"]``. ``saved_at``, the same code in a file, is the module's
-    ``__file__`` for multiprocessing alone (see :func:`_code_module`).
+    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines), with no
+    ``__file__`` and no ``__spec__``, and ``sys.argv`` is ``["-c"]``: the processes that
+    multiprocessing's spawn and forkserver methods start do not run it again, as under
+    ``python -c``.
     """
     sys.argv = ["-c"]
     code = compile(source, "<startup_code>", "exec")
-    main = _code_module(saved_at)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __loader__=importlib.machinery.BuiltinImporter)
     sys.modules["__main__"] = main
     exec(code, main.__dict__)
-
-
-def _code_module(saved_at):
-    """An empty ``__main__`` whose globals hold no ``__file__``, as under ``python -c``.
-
-    The module object answers ``__file__`` all the same: multiprocessing's
-    spawn and forkserver methods read it to re-create ``__main__`` in their
-    processes, so that functions the code defines reach a ``Pool`` there.
-    """
-
-    class CodeModule(types.ModuleType):
-        __file__ = property(lambda module: saved_at)
-
-    main = CodeModule("__main__")
-    main.__builtins__ = builtins
-    return main
 
 
 def _run_script(path, argv):

@@ -18,7 +18,7 @@ import zipfile
 
 import psutil
 import pytest
-from conftest import engine_processes, read_exports, sense_command, wait_for
+from conftest import Api, engine_processes, read_exports, sense_command, wait_for
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -89,24 +89,45 @@ def test_a_startup_script_runs_as_python_script_runs_it(api, project_dir):
     assert seen["path0"] == str(project_dir / "tools")
 
 
-def test_functions_of_startup_code_reach_a_spawned_process_pool(api):
+@pytest.fixture(params=[True, False], ids=["prestarted", "fresh-interpreter"])
+def either_engine_api(project_dir, request):
+    """The API of a server whose dashboards are forked from the prestarted engine, or not."""
+    with LocalServer(project_dir, grace=1.0, prestart=request.param) as running:
+        running.attach(set_environ=False)
+        yield Api(running)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_pool_of_startup_code_starts_its_processes_as_under_python_c(either_engine_api, method):
+    # Unguarded, as `python -c` allows: the processes that spawn starts do not run it again.
     code = (
         "import multiprocessing\n"
+        f"with multiprocessing.get_context({method!r}).Pool(2) as pool:\n"
+        "    print(pool.map_async(abs, [-1, -2]).get(timeout=30))\n"
+    )
+    api = either_engine_api
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed", timeout=45)
+    log = api.logs(worker["id"])
+    assert (ended["status"], ended["exit_code"], log) == ("stopped", 0, "[1, 2]\n")
+
+
+def test_functions_kept_in_a_project_module_reach_a_spawned_process_pool(api, project_dir):
+    (project_dir / "squares.py").write_text("def square(x):\n    return x * x\n")
+    code = (
+        "import multiprocessing, squares\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "def square(x):\n"
-        "    return x * x\n"
-        "if __name__ == '__main__':\n"
-        "    spawn = multiprocessing.get_context('spawn')\n"
-        "    with spawn.Pool(2) as pool:\n"
-        "        print(pool.map_async(square, [1, 2, 3]).get(timeout=20))\n"
-        "    with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
-        "        print(list(executor.map(square, [4], timeout=20)))\n"
+        "spawn = multiprocessing.get_context('spawn')\n"
+        "with spawn.Pool(2) as pool:\n"
+        "    print(pool.map_async(squares.square, [1, 2, 3]).get(timeout=20))\n"
+        "with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
+        "    print(list(executor.map(squares.square, [4], timeout=20)))\n"
     )
     worker = api.launch(startup_code=code)
     ended = api.wait_status(worker["id"], "stopped", "failed", timeout=40)
     log = api.logs(worker["id"])
     assert ended["status"] == "stopped", log
-    assert log.split("\n")[:2] == ["[1, 4, 9]", "[16]"]
+    assert log == "[1, 4, 9]\n[16]\n"
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from pathlib import Path
 from sense.errors import SenseConfigError
 from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_environment
 from sense.local.backends.prestart import CannotFork, ForkedProcess, ForkServer
-from sense.local.statedir import create_new, open_no_link
+from sense.local.statedir import open_no_link
 
 logger = logging.getLogger("sense.local")
 
@@ -281,14 +281,8 @@ class LocalBackend(Backend):
             )
 
     def _message(self, spec: LaunchSpec, job: Job) -> bytes:
-        """The engine's message: the job, and where its code and output go (see engine.py)."""
+        """The engine's message: the job, and where its output goes (see engine.py)."""
         extra = {}
-        if job.code:
-            # Kept while it runs, for the processes that multiprocessing spawns to read.
-            path = self.state.code_path(spec.dashboard_id)
-            path.unlink(missing_ok=True)
-            create_new(path, job.code.encode())
-            extra["file"] = str(path)
         if not spec.console:
             extra.update(log=str(self.state.log_path(spec.dashboard_id)), log_cap=self.log_cap)
         return job.message(**extra)
@@ -316,7 +310,6 @@ class LocalBackend(Backend):
         # The engine ends every process of its job before it exits (see engine.py); if it
         # was killed from outside, what is left of its process group ends here.
         _signal_group(process.popen, signal.SIGKILL)
-        self.state.code_path(dashboard_id).unlink(missing_ok=True)
         try:
             self.report_exit(dashboard_id, code, "stopped" if process.stopped else "exited")
         finally:
