@@ -68,6 +68,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
@@ -411,8 +412,8 @@ def _end_as_python(code, loaded):
 
     As Python does at its end: wait for the job's threads (but daemon threads), run its
     ``atexit`` handlers, flush the standard streams (exit code 120 if standard output cannot
-    be), then clear the job's ``__main__`` and the modules it imported, and collect the
-    garbage (their objects' ``__del__`` run: files left open are flushed and closed). What
+    be), then finalize the job's ``__main__`` and the modules it imported (their objects'
+    ``__del__`` run: files left open are flushed and closed). What
     the engine loaded before the job is not torn down object by object: the kernel frees it
     at once, which spares the job the milliseconds of copying every page it shares with its
     engine (the README's "Prestarted engine").
@@ -427,18 +428,29 @@ def _end_as_python(code, loaded):
     # The main thread keeps the interpreter meanwhile (no switch for a minute, unless it
     # waits): daemon threads see nothing cleared.
     sys.setswitchinterval(60)
-    # As Python, __main__ goes first (the modules it uses still work in its objects' __del__),
-    # then the garbage, then what is left of the job's modules, the last imported first.
-    main = sys.modules.get("__main__")
-    if main is not loaded.get("__main__"):  # a job that idled has none of its own
-        _clear_module(main)
-    gc.collect()
-    for name in reversed([name for name in sys.modules if name not in loaded]):
-        _clear_module(sys.modules.pop(name))
-    gc.collect()
+    _finalize_job_modules(loaded)
     # What the cleared objects printed: Python's streams flush it as they close, silently.
     _flush_standard_streams(quietly=True)
     _exit_as(code)
+
+
+def _finalize_job_modules(loaded):
+    """Finalize the modules of the job (its ``__main__`` included), in Python's order.
+
+    As Python's end does: they leave ``sys.modules`` and the garbage is collected while their
+    globals are whole (what their objects' ``__del__`` use still works), then what is still
+    alive is cleared, the last imported first. ``loaded``: the engine's modules, left alone.
+    """
+    # What would keep the frames of an uncaught exception, and with them the job's globals.
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    names = [name for name, module in sys.modules.items() if loaded.get(name) is not module]
+    # Weak references only, as Python keeps of its modules then; pop() drops the last strong one.
+    popped = map(sys.modules.pop, names)
+    modules = [weakref.ref(module) for module in popped if isinstance(module, types.ModuleType)]
+    gc.collect()
+    for module in reversed(modules):
+        _clear_module(module())
+    gc.collect()
 
 
 def _flush_standard_streams(quietly=False):

@@ -227,6 +227,46 @@ def test_what_a_job_and_its_modules_leave_open_is_closed_as_python_closes_it(api
     assert not list(project_dir.glob("scratch-*"))
 
 
+#: A module whose object needs the module's globals when it is finalized at the interpreter's
+#: end: Python's own end gives it them whole.
+NEEDS_ITS_GLOBALS_AT_THE_END = """
+import json
+
+class Reporter:
+    def __del__(self):
+        print(json.dumps({"finalized": type(self).__name__}))
+
+reporter = Reporter()
+"""
+
+
+def test_objects_of_a_workers_modules_end_as_under_python_c(api, project_dir):
+    (project_dir / "reporting.py").write_text(NEEDS_ITS_GLOBALS_AT_THE_END)
+    python = subprocess.run(
+        [sys.executable, "-c", "import reporting"], cwd=project_dir, capture_output=True, text=True
+    )
+    assert (python.stdout, python.stderr) == ('{"finalized": "Reporter"}\n', "")
+    worker = api.launch(startup_code="import reporting")
+    assert api.wait_status(worker["id"], "stopped")["exit_code"] == 0
+    assert api.logs(worker["id"]) == python.stdout
+
+
+def test_objects_of_a_sense_run_masters_modules_end_as_under_python(project_dir):
+    (project_dir / "reporting.py").write_text(NEEDS_ITS_GLOBALS_AT_THE_END)
+    (project_dir / "job.py").write_text("import reporting\nprint('master done')\n")
+    python = subprocess.run(
+        [sys.executable, "job.py"],
+        cwd=project_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == python.returncode == 0
+    assert output == python.stdout == 'master done\n{"finalized": "Reporter"}\n'
+
+
 def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):
     (project_dir / "helper_module.py").write_text("VALUE = 'from the project'\n")
     code = (
