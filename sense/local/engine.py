@@ -34,8 +34,11 @@ server holds for the dashboard's whole life. Over it the engine
    ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
    goes to a console (when they are given, the guardian copies the job's
    output into that log: see :class:`_Log`);
-2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
-   or ``kill`` (SIGKILL to every one). End of file means the server is gone
+2. reads orders, one a line: ``stop`` (SIGTERM to the job's own process, so
+   that a process that owns others ends them its way), ``term`` (SIGTERM to
+   every process of the job) or ``kill`` (SIGKILL to every one), which a stop
+   sends one after the other, a grace period apart, until the job has ended
+   (see the README's "Stopping"). End of file means the server is gone
    (even by SIGKILL): every process of the job is killed.
 
 The job
@@ -73,7 +76,8 @@ import weakref
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
 JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-ORDERS = {b"stop": signal.SIGTERM, b"kill": signal.SIGKILL}
+#: The orders that reach every process of the job (``stop`` reaches the job's own only).
+ORDERS = {b"term": signal.SIGTERM, b"kill": signal.SIGKILL}
 #: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
 LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.
@@ -157,14 +161,14 @@ def _guard(job_pid, channel, orders, log):
     if log is not None:
         log.keep_reading()
         watched.register(log.read_end, select.POLLIN)
-    orders = _obey(orders)
+    orders = _obey(orders, job_pid)
     while (status := _reap(job_pid)) is None:
         for fd, _ in watched.poll():
             if fd == wakeup_read:
                 os.read(wakeup_read, CHUNK)
             elif fd == channel.fileno():
                 received = _receive(channel)
-                orders = _obey(orders + received)
+                orders = _obey(orders + received, job_pid)
                 if not received:  # the server is gone: so is every process of the job
                     watched.unregister(channel)
                     _signal_descendants(signal.SIGKILL)
@@ -201,12 +205,14 @@ def load_libc():
 _LIBC = None
 
 
-def _obey(orders):
+def _obey(orders, job_pid):
     """Carry out the complete orders (one a line) of ``orders``; what is left of an unfinished
-    one."""
+    one. ``job_pid`` has not been reaped yet: it cannot name another process."""
     *complete, unfinished = orders.split(b"\n")
     for order in complete:
-        if order in ORDERS:
+        if order == b"stop":
+            os.kill(job_pid, signal.SIGTERM)
+        elif order in ORDERS:
             _signal_descendants(ORDERS[order])
     return unfinished
 

@@ -321,14 +321,16 @@ class LocalBackend(Backend):
         if process is None or process.ended.is_set():
             return
         process.stopped = True
-        # The engine signals every process of the job, in whatever group or session.
-        _order(process, b"stop\n")
-        if not process.ended.wait(self.grace):
-            _order(process, b"kill\n")
-            if not process.ended.wait(self.grace):
-                # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
-                _signal_group(process.popen, signal.SIGKILL)
-                process.ended.wait(self.grace)
+        # SIGTERM to the job's own process, then to every process of the job (in whatever
+        # group or session), then SIGKILL, a grace apart: a process that owns others, as
+        # dask's Nanny owns its worker, ends them its way first (the README's "Stopping").
+        for order in (b"stop\n", b"term\n", b"kill\n"):
+            _order(process, order)
+            if process.ended.wait(self.grace):
+                return
+        # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
+        _signal_group(process.popen, signal.SIGKILL)
+        process.ended.wait(self.grace)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         process = self._processes.get(dashboard_id)
