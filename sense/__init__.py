@@ -306,7 +306,9 @@ def awaitWorkers(
     dict
         ``{"workers": [...], "failures": [...]}``: the dashboards that reached
         the state, and those that did not (failed, or still on their way at
-        the timeout).
+        the timeout, with the status they had then). A timeout raises
+        nothing, as the successor's ``await_workers``: a worker in
+        ``"failures"`` may still run.
 
     Examples
     --------
