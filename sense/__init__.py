@@ -63,7 +63,9 @@ __all__ = [
     "SenseConfigError",
     "SenseConnectionError",
     "SenseError",
+    "awaitPeers",
     "awaitWorkers",
+    "await_peers",
     "await_workers",
     "getAuth",
     "getMaster",
@@ -306,7 +308,9 @@ def awaitWorkers(
     dict
         ``{"workers": [...], "failures": [...]}``: the dashboards that reached
         the state, and those that did not (failed, or still on their way at
-        the timeout).
+        the timeout, with the status they had then). A timeout raises
+        nothing, as the successor's ``await_workers``: a worker in
+        ``"failures"`` may still run.
 
     Examples
     --------
@@ -317,6 +321,49 @@ def awaitWorkers(
     from sense import client
 
     return client.default().awaitWorkers(ids, wait_for_completion, timeout_seconds)
+
+
+def awaitPeers(
+    n: int | None = None, port: int | None = None, timeout_seconds: float = 60
+) -> list[dict]:
+    """The other workers of this cluster, as this dashboard reaches them, once each listens.
+
+    For peer-to-peer work: every worker of the cluster that has not ended (this
+    dashboard and the master aside) is waited for until it runs and accepts a
+    TCP connection on its port (the connection is closed at once).
+
+    Parameters
+    ----------
+    n : int, optional
+        How many peers to wait for at least (the cluster's size minus one, on
+        a worker: the launches of the others may not have reached the server
+        yet). None: those of the cluster now.
+    port : int, optional
+        The port every peer listens on. None: each its own first port (its
+        ``SENSE_PORT1``).
+    timeout_seconds : float
+        How long to wait at the most (finite, >= 0).
+
+    Returns
+    -------
+    list of dict
+        ``{"id": int, "host": str, "port": int}`` per peer, by id: ``host`` is
+        its ``project_ip``, where the other dashboards of the project reach it.
+
+    Raises
+    ------
+    TimeoutError
+        Not every peer listened in time; the message says which did not.
+
+    Examples
+    --------
+    >>> peers = sense.awaitPeers(n=3, port=5000)  # doctest: +SKIP
+    >>> [(p["host"], p["port"]) for p in peers]  # doctest: +SKIP
+    [('127.0.0.3', 5000), ('127.0.0.4', 5000), ('127.0.0.5', 5000)]
+    """
+    from sense import client
+
+    return client.default().awaitPeers(n, port, timeout_seconds)
 
 
 def launch_workers(
@@ -337,3 +384,4 @@ stop_workers = stopWorkers
 get_auth = getAuth
 get_master = getMaster
 await_workers = awaitWorkers
+await_peers = awaitPeers

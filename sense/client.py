@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sense import environment, rest, urls, workers
+from sense import environment, peers, rest, urls, workers
 from sense.rest import Timeout
 from sense.status import Status
 
@@ -39,6 +39,8 @@ class Client:
     pool_size : int
         How many requests ``launchWorkers`` and ``stopWorkers`` send at once.
 
+    Notes
+    -----
     The cluster a client works on is always this dashboard's (``SENSE_DASHBOARD_ID``,
     ``SENSE_MASTER_ID``): a client changes where and how requests go, not who asks.
     Settings may be changed on the instance; the next request uses them.
@@ -180,6 +182,12 @@ class Client:
         """Wait until workers are running (or have ended); see :func:`sense.awaitWorkers`."""
         return workers.await_(self, ids, wait_for_completion, timeout_seconds)
 
+    def awaitPeers(
+        self, n: int | None = None, port: int | None = None, timeout_seconds: float = 60
+    ) -> list[dict]:
+        """The other workers of this cluster, once each listens; see :func:`sense.awaitPeers`."""
+        return peers.await_(self, n, port, timeout_seconds)
+
     def getDashboards(
         self,
         status: str | Iterable[str] | None = None,
@@ -238,6 +246,7 @@ class Client:
     get_auth = getAuth
     get_master = getMaster
     await_workers = awaitWorkers
+    await_peers = awaitPeers
     list_dashboards = getDashboards
     get_logs = getLogs
 

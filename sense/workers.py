@@ -379,7 +379,8 @@ def stop(client: Client, ids: Iterable[Any]) -> list[dict]:
     return outcomes.results
 
 
-def _check_await_args(ids: Any, timeout_seconds: Any) -> None:
+def check_timeout(timeout_seconds: Any) -> None:
+    """Refuse a ``timeout_seconds`` that is not a finite number >= 0, with ``ValueError``."""
     if (
         isinstance(timeout_seconds, bool)
         or not isinstance(timeout_seconds, (int, float))
@@ -387,6 +388,10 @@ def _check_await_args(ids: Any, timeout_seconds: Any) -> None:
         or timeout_seconds < 0
     ):
         raise ValueError(f"timeout_seconds must be a finite number >= 0, not {timeout_seconds!r}")
+
+
+def _check_await_args(ids: Any, timeout_seconds: Any) -> None:
+    check_timeout(timeout_seconds)
     if isinstance(ids, (str, bytes, int, dict)):
         raise ValueError(
             f"awaitWorkers takes a list of ids or dashboards, not {ids!r}: "

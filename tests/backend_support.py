@@ -37,6 +37,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NODES = 3
 #: Each dashboard's context carries its test's mark, by which its processes are found.
 MARK = "SENSE_PROJECT_ID"
+#: The ``sense`` command, run with this interpreter.
+SENSE = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
 
 
 def make_backend(name: str, project_dir, *, grace: float = 1.0, **options):
@@ -172,16 +174,13 @@ def wait_for_log(backend, dashboard_id: int, text: str, timeout: float = 30) -> 
     return wait_for(log_with_text, timeout, what=f"{text!r} in the output of {dashboard_id}")
 
 
-def run_the_cluster_example(
-    address: str, project_dir, *, prefix: tuple[str, ...] = (), console: bool = True
-) -> str:
+def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...] = ()) -> str:
     """``sense run --backend ray --ray-address ADDRESS cluster.py`` of the README, unmodified,
     in ``project_dir`` (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that
     it succeeded with its workers on more than one node, and return its output."""
     shutil.copy(EXAMPLES / "cluster.py", project_dir)
-    sense = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
     run = subprocess.run(
-        [*prefix, *sense, "run", "--backend", "ray", "--ray-address", address, "cluster.py"],
+        [*prefix, *SENSE, "run", "--backend", "ray", "--ray-address", address, "cluster.py"],
         cwd=project_dir,
         env={k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
         stdout=subprocess.PIPE,
@@ -200,8 +199,7 @@ def run_the_cluster_example(
     # The workers' own lines: on the console of `sense run`, and kept in their logs.
     kept = [log.read_text() for log in (Path(project_dir) / ".sense" / "logs").glob("*.log")]
     assert sum(log.count("said hello to the master") for log in kept) == 4, kept
-    if console:
-        assert output.count("said hello to the master") == 4, output
+    assert output.count("said hello to the master") == 4, output
     return output
 
 

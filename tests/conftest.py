@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, TOKEN, challenge_answer
@@ -39,12 +40,26 @@ def make_httpserver():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real Ray cluster of 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), one for the
-    session: Ray takes seconds to start on a small machine."""
+    """A real Ray cluster of 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), as ``ray start``
+    makes them (2 CPUs each, no custom resource), one for the session: Ray takes seconds to
+    start on a small machine."""
     require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
     from ray_cluster import loopback_cluster
 
     with loopback_cluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def ray_cluster_with_slots():
+    """A Ray cluster whose operator caps dashboards per node: a head on 127.0.0.6 with 2
+    ``sense_slot`` (and 2 CPUs), and a node on 127.0.0.7 without any (it runs none)."""
+    require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
+    from ray_cluster import add_node, loopback_cluster, node_ip
+
+    with loopback_cluster(1, slots=2, first=4) as cluster:
+        add_node(cluster, node_ip(5))
+        cluster.wait_for_nodes()
         yield cluster
 
 
@@ -97,3 +112,18 @@ def recording_python(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake))
     return record
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session):
+    # Inside pytest-cov's own wrapper (trylast), so this runs after the tests and before
+    # its combine step: see coverage_files.py.
+    result = yield
+    import coverage
+
+    measuring = coverage.Coverage.current()
+    if measuring is not None:
+        from coverage_files import discard_unreadable
+
+        discard_unreadable(Path(measuring.config.data_file).absolute())
+    return result

@@ -115,10 +115,10 @@ class Hosts:
     logs : path
         Where each host's ``ray start`` writes its output.
     cpus, slots : int
-        Each node's CPUs and ``sense_slot`` resources.
+        Each node's CPUs and ``sense_slot`` resources (0: none, as ``ray start`` makes a node).
     """
 
-    def __init__(self, count: int, project_dir, logs, *, cpus: int = 2, slots: int = 8) -> None:
+    def __init__(self, count: int, project_dir, logs, *, cpus: int = 2, slots: int = 0) -> None:
         prefix = f"{PREFIX}{os.getpid()}"
         self.bridge = f"{prefix}-br"
         self.hosts = [Host(f"{prefix}-h{i + 1}", f"{SUBNET}.{i + 1}") for i in range(count)]
@@ -184,10 +184,11 @@ class Hosts:
             ray, "start", "--block",
             "--node-ip-address", host.ip,
             "--num-cpus", str(self.cpus),
-            "--resources", json.dumps({"sense_slot": self.slots}),
             "--object-store-memory", str(OBJECT_STORE_BYTES),
             "--disable-usage-stats",
         ]  # fmt: skip
+        if self.slots:
+            command += ["--resources", json.dumps({"sense_slot": self.slots})]
         if head:
             command += ["--head", "--port", str(RAY_PORT), "--include-dashboard=false"]
         else:

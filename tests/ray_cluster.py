@@ -7,8 +7,10 @@ so a dashboard can tell which node's agent started it, and a ``SENSE_*``
 variable, as a node that itself runs on a dashboard would: neither the
 server's environment nor that variable may reach a dashboard.
 
-Ray is slow to start on a small machine (seconds per node): tests share
-one cluster for the session, its files in a temporary directory of its own.
+Nodes have no custom resource, as ``ray start`` makes them, unless a test
+asks for ``slots`` of ``sense_slot`` (an operator's per-node cap). Ray is
+slow to start on a small machine (seconds per node): tests share one
+cluster for the session, its files in a temporary directory of its own.
 It ends with :meth:`Cluster.shutdown`, which ends its processes by pid
 (never ``ray stop``, which ends every Ray process on the machine by name).
 
@@ -27,7 +29,6 @@ import tempfile
 from collections.abc import Iterator
 from unittest import mock
 
-SLOTS_PER_NODE = 4
 CPUS_PER_NODE = 2
 #: Ray's least object store (75 MiB) and a little: dashboards pass no objects through it.
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -55,24 +56,27 @@ def _node_environment(ip: str, temp_root: str) -> Iterator[None]:
         yield
 
 
-def add_node(cluster, ip: str, *, slots: int = SLOTS_PER_NODE, cpus: int = CPUS_PER_NODE):
+def _resources(slots: int) -> dict[str, int]:
+    """A node's custom resources: ``slots`` of ``sense_slot``, or none at all."""
+    return {"sense_slot": slots} if slots else {}
+
+
+def add_node(cluster, ip: str, *, slots: int = 0, cpus: int = CPUS_PER_NODE):
     """Start one more node of ``cluster`` on address ``ip``; return it (for ``remove_node``)."""
     temp_root = os.path.dirname(cluster.head_node.get_temp_dir_path())
     with _node_environment(ip, temp_root):
         return cluster.add_node(
             node_ip_address=ip,
             num_cpus=cpus,
-            resources={"sense_slot": slots},
+            resources=_resources(slots),
             object_store_memory=OBJECT_STORE_BYTES,
         )
 
 
 @contextlib.contextmanager
-def loopback_cluster(
-    nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = SLOTS_PER_NODE, first: int = 0
-):
+def loopback_cluster(nodes: int = 3, *, cpus: int = CPUS_PER_NODE, slots: int = 0, first: int = 0):
     """A Ray cluster of ``nodes`` nodes on ``node_ip(first)`` onwards (127.0.0.2 by default),
-    each with ``cpus`` CPUs and ``slots`` of the resource ``sense_slot``."""
+    each with ``cpus`` CPUs and ``slots`` of the resource ``sense_slot`` (0: none)."""
     from ray.cluster_utils import Cluster
 
     # Ray's sessions (sockets, logs) go here, not to the machine's shared /tmp/ray;
@@ -88,7 +92,7 @@ def loopback_cluster(
                 head_node_args={
                     "node_ip_address": node_ip(first),
                     "num_cpus": cpus,
-                    "resources": {"sense_slot": slots},
+                    "resources": _resources(slots),
                     "object_store_memory": OBJECT_STORE_BYTES,
                     "include_dashboard": False,
                     "temp_dir": temp_dir,

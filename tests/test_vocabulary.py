@@ -11,7 +11,8 @@ import pytest
 from sense import variables
 from sense.status import ACTIVE, ENDED, Status
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+#: The user guide's "Environment" section holds the table of every variable.
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 
 
 def test_a_status_is_the_string_the_api_sends():
@@ -27,15 +28,15 @@ def test_every_status_is_either_active_or_ended():
     assert [s for s in Status if s.is_ended] == [Status.STOPPED, Status.FAILED]
 
 
-def readme_variables() -> set[str]:
-    """Every SENSE_* name of the README's Environment table, with {i} as in the table."""
-    section = README.read_text().split("## Environment", 1)[1].split("\n## ", 1)[0]
+def documented_variables() -> set[str]:
+    """Every SENSE_* name of the user guide's Environment table, with {i} as in the table."""
+    section = GUIDE.read_text().split("## Environment", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"`(SENSE_[A-Z_{}i]+)`", section))
 
 
-def test_the_table_holds_every_variable_of_the_readme_in_every_spelling():
+def test_the_table_holds_every_variable_of_the_user_guide_in_every_spelling():
     in_table = {name for entry in variables.FIXED + variables.NUMBERED for name in entry}
-    assert in_table == readme_variables()
+    assert in_table == documented_variables()
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,10 @@ class LocalServer:
         The port of the dashboards' SSH server, on ``host``: 0 (the default) picks any free
         port; None serves no SSH (the ``SENSE_*SSH*`` variables are then absent). Only a
         backend whose dashboards run on this machine offers SSH.
+    allow_hosts : iterable of str
+        Names besides ``host``, ``localhost`` and the loopback addresses that browsers and
+        clients may reach the server by (a DNS name, or an IP address); a request naming
+        any other in its ``Host`` header is refused with 400 (against DNS rebinding).
     backend : str
         Where dashboards run: ``"local"`` (process groups on this machine, the default),
         ``"ray"`` (across a Ray cluster), or a backend installed under the entry-point group
@@ -98,19 +102,24 @@ class LocalServer:
         username=None,
         password=None,
         ssh_port=0,
+        allow_hosts=(),
         backend="local",
         **backend_options,
     ) -> None:
         from sense.local import backends
         from sense.local.app import Credentials, create_app
         from sense.local.context import Project
+        from sense.local.hosts import allowed_hosts, check_host_name
         from sense.local.project import LocalProject
         from sense.local.server import ServerThread, bind
         from sense.local.statedir import StateDir
         from sense.local.store import Store
 
-        # An unknown backend is refused before anything is made or locked.
+        # An unknown backend, or a bad name to allow, is refused before anything is made or
+        # locked.
         backend_class = backends.load(backend)
+        backend_class.check_options(**backend_options)
+        allow_hosts = [check_host_name(name) for name in allow_hosts]
         self.state = StateDir(project_dir if project_dir is not None else os.getcwd())
         self.state.lock()
         self.master = None
@@ -147,7 +156,11 @@ class LocalServer:
             self.project = LocalProject(info, self._store, self._backend)
             if self._ssh is not None:
                 self._ssh.start(self.project)
-            app = create_app(self.project, Credentials(info.token, username, password))
+            app = create_app(
+                self.project,
+                Credentials(info.token, username, password),
+                hosts=allowed_hosts(host, allow_hosts),
+            )
             self._page = app.state.page
             self._thread = ServerThread(app, sock)
             self._thread.start()

@@ -5,8 +5,9 @@ Routes hold no state: each translates HTTP into one call on the
 
 Example
 -------
->>> app = create_app(project, Credentials(token="t0k3n"))       # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)                # doctest: +SKIP
+>>> hosts = allowed_hosts("127.0.0.1")                               # doctest: +SKIP
+>>> app = create_app(project, Credentials(token="t0k3n"), hosts=hosts)  # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)                      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sense import __version__, proof
+from sense.local.hosts import HostCheck
 from sense.local.models import (
     LAUNCH_FORM,
     MAX_ID,
@@ -46,6 +47,8 @@ MAX_BODY = 1024 * 1024
 #: The header that tells a log's size.
 LOG_SIZE = "X-Log-Size"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: A raw log is what workers printed: never read as HTML, and run as no page if opened as one.
+_RAW = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 _ERRORS = {status: {"model": Error} for status in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
@@ -67,13 +70,22 @@ class Credentials:
         return bool(by_token or by_password)
 
 
-def create_app(project: LocalProject, credentials: Credentials, *, max_body: int = MAX_BODY):
-    """The app serving ``project`` to callers who present ``credentials``."""
+def create_app(
+    project: LocalProject,
+    credentials: Credentials,
+    *,
+    hosts: frozenset[str],
+    max_body: int = MAX_BODY,
+):
+    """The app serving ``project`` to callers who present ``credentials``, by the names
+    ``hosts`` (:func:`sense.local.hosts.allowed_hosts`)."""
     app = FastAPI(
         title="sense local server",
         version=__version__,
         description="A Sense-compatible REST API whose dashboards are processes on this machine.",
         # Served by the `docs` router below, behind the credentials like every route but /health.
+        # No Swagger UI nor ReDoc: both load their scripts from a CDN (see the README's REST
+        # routes), and nothing of this origin may run a script that is not the package's.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -81,6 +93,8 @@ def create_app(project: LocalProject, credentials: Credentials, *, max_body: int
     app.state.project = project
     app.state.credentials = credentials
     app.state.max_body = max_body
+    # Outermost: no route, nor the same-origin check that reads Host, sees another name.
+    app.add_middleware(HostCheck, allowed=hosts)
     _install_error_handlers(app)
     app.include_router(health)
     app.include_router(projects)
@@ -114,8 +128,7 @@ class BasicAuth(HTTPBasic):
                 user = None
         if user is not None and request.app.state.credentials.accept(user, password):
             return
-        # The web page's session cookie; a request that changes something needs its CSRF
-        # token too (403 without).
+        # The web page's session: its cookie and its key (a cookie alone is no login).
         if logged_in(request):
             return
         # A challenge would make a browser pop up a password dialog over the page's requests.
@@ -365,7 +378,7 @@ def get_logs(
     """
     size, chunks = project.read_logs(dashboard_id, offset)
     return StreamingResponse(
-        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size)}
+        chunks, media_type="text/plain; charset=utf-8", headers={LOG_SIZE: str(size), **_RAW}
     )
 
 
@@ -382,18 +395,6 @@ def get_openapi(request: Request) -> JSONResponse:
         for body in launch["post"]["requestBody"]["content"].values():
             body["schema"]["properties"]["engine"]["pattern"] = pattern
     return JSONResponse(description)
-
-
-@docs.get("/docs")
-def get_docs() -> Response:
-    """The API's documentation as Swagger UI."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="sense local server")
-
-
-@docs.get("/redoc")
-def get_redoc() -> Response:
-    """The API's documentation as ReDoc."""
-    return get_redoc_html(openapi_url="/openapi.json", title="sense local server")
 
 
 # -- errors: always {"error": "..."} -------------------------------------------------------------

@@ -7,6 +7,7 @@ Examples
     sense run examples/cluster.py        # the script is the master; workers print as [worker N]
     sense server --port 8000             # prints the variables that make a shell its master
     sense ps; sense logs 3; sense stop 3
+    eval "$(sense env)"                  # in another shell: make it the server's master
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ examples:
   sense run examples/cluster.py          run a script as the master dashboard
   sense server --port 8000               serve a project; prints the shell variables
   sense ps                               list the dashboards of the project here
+  eval "$(sense env)"                    make this shell the master of the server here
 """
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _explain(error: Exception) -> str:
     """The error, and what to do about it when it is a full disk."""
+    if isinstance(error, SenseAPIError):
+        # The server's own words: the request behind them is the command's business.
+        return error.message
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
     if full or "disk is full" in str(error):
         return f"{error}: free some space on that disk and try again"
@@ -121,13 +126,28 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(stop)
     stop.add_argument("ids", type=int, nargs="*", metavar="ID", help="the dashboards to stop")
     stop.set_defaults(command=_stop)
+
+    env = commands.add_parser(
+        "env",
+        help="print the export lines that make a shell the master of `sense server`",
+        description="Print the `export` lines of the master dashboard of the `sense server` "
+        'that serves the project, for `eval "$(sense env)"` in another shell. They hold the '
+        "project's token. The SSH variables are left out: only `sense server` prints them.",
+    )
+    env.add_argument("--project-dir", default=None, help="the project (default: here)")
+    env.set_defaults(command=_env)
     return parser
 
 
 def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--port", type=_port, default=default_port, help="0: any free port")
     parser.add_argument(
-        "--ssh-port", type=_port, default=0, help="the dashboards' SSH port (0: any free port)"
+        "--port", type=_port, default=default_port, help="the API's port (default 0: any free port)"
+    )
+    parser.add_argument(
+        "--ssh-port",
+        type=_port,
+        default=0,
+        help="the dashboards' SSH port (default 0: any free port)",
     )
     parser.add_argument("--project-dir", default=None, help="the project directory (default: here)")
     parser.add_argument(
@@ -162,7 +182,25 @@ def _server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
         default=None,
         metavar="ADDRESS",
         help="with --backend ray: the cluster to join, as ray.init(address=...) takes it "
-        "(HOST:PORT of the head, or auto)",
+        "(HOST:PORT of the head, or auto; not ray://: run the server on a node of the cluster)",
+    )
+    parser.add_argument(
+        "--ray-placement-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --backend ray: how long a launch waits for free CPUs on the cluster before "
+        "it is refused (default 10; raise it for a cluster that autoscales)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name that browsers and clients may reach the server by, besides its address, "
+        "localhost and the loopback addresses (repeatable): a request for any other is refused "
+        "with 400, against DNS rebinding",
     )
     parser.add_argument(
         "--log-cap",
@@ -189,6 +227,10 @@ def _open(args) -> LocalServer:
         if args.backend != "ray":
             raise SenseError("--ray-address goes with --backend ray")
         backend_options["ray_address"] = args.ray_address
+    if args.ray_placement_timeout is not None:
+        if args.backend != "ray":
+            raise SenseError("--ray-placement-timeout goes with --backend ray")
+        backend_options["placement_timeout"] = args.ray_placement_timeout
     if not args.prestart:
         if args.backend not in ("local", "ray"):
             raise SenseError("--no-prestart goes with --backend local or ray")
@@ -204,6 +246,7 @@ def _open(args) -> LocalServer:
         ssh_port=args.ssh_port,
         max_workers=args.max_workers,
         grace=args.grace,
+        allow_hosts=args.allow_hosts,
         backend=args.backend,
         **backend_options,
     )
@@ -214,6 +257,17 @@ def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"should be a port from 0 to 65535, not {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    """``--ray-placement-timeout``'s value: seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"should be a number of seconds, 0 or more: {text!r}")
+    return seconds
 
 
 def _mebibytes(text: str) -> int:
@@ -237,8 +291,8 @@ def _run(args) -> int:
     follower = None
     try:
         if sys.stderr.isatty():
-            # Not into a pipe or a log file, which would keep the token; nor among the
-            # script's own output.
+            # Not into a pipe or a log file (the link is worth a login for 15 minutes); nor
+            # among the script's own output.
             print(f"sense run: the web page is {_page_address(server)}", file=sys.stderr)
         project = server.project
         master = project.run_master(script, args.args)
@@ -281,11 +335,14 @@ def _serve(args) -> int:
     with _open(args) as server:
         server.attach(set_environ=False)
         print(f"Local Sense server for {server.project_dir} at {server.url}")
-        # The token is shown deliberately here and below: the user asked for it.
+        # The token is shown deliberately below: the user asked for it.
         print(f"Web page: {_page_address(server)}")
-        print("To make a shell (or a notebook started from it) its master dashboard, run:\n")
-        for name, value in server.master_environment().items():
-            print(f"export {name}={shlex.quote(value)}")
+        print(
+            "To make a shell (or a notebook started from it) its master dashboard, run "
+            f'eval "$(sense env --project-dir {shlex.quote(str(server.project_dir))})" '
+            "in it, or:\n"
+        )
+        _print_exports(server.master_environment())
         print("\nCtrl-C stops the server and every dashboard.", flush=True)
         done = threading.Event()
 
@@ -298,11 +355,20 @@ def _serve(args) -> int:
     return 0
 
 
-def _page_address(server: LocalServer) -> str:
-    """The address that opens the server's web page logged in."""
-    from sense.local.web import token_url
+def _print_exports(environment: dict[str, str]) -> None:
+    for name, value in environment.items():
+        print(f"export {name}={shlex.quote(value)}")
 
-    return token_url(server.url, server.project.info.token)
+
+def _page_address(server: LocalServer) -> str:
+    """A link that logs in to the server's web page, and what to do once it is used.
+
+    A one-time code, not the token: a browser's history keeps the addresses it opened.
+    """
+    return (
+        f"{server.page_link()}\n  (it logs in once, within 15 minutes; after that, open "
+        f"{server.page_url} and paste the token, {server.state.token_file})"
+    )
 
 
 class _signals:
@@ -358,6 +424,8 @@ def _stop(args) -> int:
         # Workers first: stopping the master of `sense run` ends the run, server and all.
         active.sort(key=lambda d: (d["master_id"] is None, d["id"]))
         ids = [d["id"] for d in active]
+        if not ids:
+            print("no worker is running: nothing to stop")
     status = 0
     for dashboard_id in ids:
         try:
@@ -372,11 +440,39 @@ def _stop(args) -> int:
     return status
 
 
+def _env(args) -> int:
+    from sense.local.context import Project, context
+
+    directory = Path(args.project_dir if args.project_dir is not None else os.getcwd())
+    server = _served_from(directory)
+    if server.attached is None:
+        raise SenseError(
+            f"the server of {directory.resolve()} has no master of its own (under `sense run`, "
+            "the script is the master): `sense env` goes with `sense server`"
+        )
+    master = _client_of(server).request("GET", f"/dashboards/{server.attached}")
+    path = f"/users/{master['owner_id']}/projects/{master['project_id']}"
+    project = Project(
+        directory=str(directory),
+        owner_id=master["owner_id"],
+        project_id=master["project_id"],
+        api_url=server.project_url.removesuffix(path),
+        token=server.auth[0],
+    )
+    # The token goes to stdout, for the user's eval, as `sense server` shows it; no SSH
+    # variables: the password lives in the server's memory only, and is never written.
+    _print_exports(context(project, master))
+    return 0
+
+
 def _client(args):
     """A client of the project of ``args``, which answers at once or not at all."""
+    return _client_of(_find_server(args.project_dir))
+
+
+def _client_of(server: _Server):
     import sense
 
-    server = _find_server(args.project_dir)
     return sense.Client(url=server.project_url, auth=server.auth, timeout=30, retries=0)
 
 
@@ -389,15 +485,19 @@ class _Server(NamedTuple):
 
 def _find_server(project_dir: str | None) -> _Server:
     """Where the server is: from the SENSE_* environment, else from ``.sense/``."""
-    from sense.local.statedir import DIRECTORY, StateDir
-
     url = os.environ.get("SENSE_PROJECT_URL")
     token = os.environ.get("SENSE_API_TOKEN") or os.environ.get("SENSE_API_KEY")
     if project_dir is None and url and token:
         # This shell exported a master's variables, as `sense server` prints them.
         me = os.environ.get("SENSE_DASHBOARD_ID", "")
         return _Server(url, (token, ""), int(me) if me.isdigit() else None)
-    directory = Path(project_dir if project_dir is not None else os.getcwd())
+    return _served_from(Path(project_dir if project_dir is not None else os.getcwd()))
+
+
+def _served_from(directory: Path) -> _Server:
+    """The server of the project in ``directory``, from its ``.sense/``."""
+    from sense.local.statedir import DIRECTORY, StateDir
+
     # Only look: a command that asks a server creates nothing, least of all a token.
     state = StateDir(directory, create=False) if (directory / DIRECTORY).is_dir() else None
     record = state.read_server_file() if state is not None else {}

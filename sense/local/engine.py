@@ -30,12 +30,15 @@ File descriptor ``--fd`` is this end of a socket pair whose other end the
 server holds for the dashboard's whole life. Over it the engine
 
 1. says ``R`` (ready), then reads one JSON line: the job
-   (``{"code": ..., "file": ...}``, ``{"script": ..., "argv": [...]}`` or
+   (``{"code": ...}``, ``{"script": ..., "argv": [...]}`` or
    ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
    goes to a console (when they are given, the guardian copies the job's
    output into that log: see :class:`_Log`);
-2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
-   or ``kill`` (SIGKILL to every one). End of file means the server is gone
+2. reads orders, one a line: ``stop`` (SIGTERM to the job's own process, so
+   that a process that owns others ends them its way), ``term`` (SIGTERM to
+   every process of the job) or ``kill`` (SIGKILL to every one), which a stop
+   sends one after the other, a grace period apart, until the job has ended
+   (see the README's "Stopping"). End of file means the server is gone
    (even by SIGKILL): every process of the job is killed.
 
 The job
@@ -68,11 +71,13 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
 JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-ORDERS = {b"stop": signal.SIGTERM, b"kill": signal.SIGKILL}
+#: The orders that reach every process of the job (``stop`` reaches the job's own only).
+ORDERS = {b"term": signal.SIGTERM, b"kill": signal.SIGKILL}
 #: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
 LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.
@@ -156,14 +161,14 @@ def _guard(job_pid, channel, orders, log):
     if log is not None:
         log.keep_reading()
         watched.register(log.read_end, select.POLLIN)
-    orders = _obey(orders)
+    orders = _obey(orders, job_pid)
     while (status := _reap(job_pid)) is None:
         for fd, _ in watched.poll():
             if fd == wakeup_read:
                 os.read(wakeup_read, CHUNK)
             elif fd == channel.fileno():
                 received = _receive(channel)
-                orders = _obey(orders + received)
+                orders = _obey(orders + received, job_pid)
                 if not received:  # the server is gone: so is every process of the job
                     watched.unregister(channel)
                     _signal_descendants(signal.SIGKILL)
@@ -200,12 +205,14 @@ def load_libc():
 _LIBC = None
 
 
-def _obey(orders):
+def _obey(orders, job_pid):
     """Carry out the complete orders (one a line) of ``orders``; what is left of an unfinished
-    one."""
+    one. ``job_pid`` has not been reaped yet: it cannot name another process."""
     *complete, unfinished = orders.split(b"\n")
     for order in complete:
-        if order in ORDERS:
+        if order == b"stop":
+            os.kill(job_pid, signal.SIGTERM)
+        elif order in ORDERS:
             _signal_descendants(ORDERS[order])
     return unfinished
 
@@ -411,8 +418,8 @@ def _end_as_python(code, loaded):
 
     As Python does at its end: wait for the job's threads (but daemon threads), run its
     ``atexit`` handlers, flush the standard streams (exit code 120 if standard output cannot
-    be), then clear the job's ``__main__`` and the modules it imported, and collect the
-    garbage (their objects' ``__del__`` run: files left open are flushed and closed). What
+    be), then finalize the job's ``__main__`` and the modules it imported (their objects'
+    ``__del__`` run: files left open are flushed and closed). What
     the engine loaded before the job is not torn down object by object: the kernel frees it
     at once, which spares the job the milliseconds of copying every page it shares with its
     engine (the README's "Prestarted engine").
@@ -427,18 +434,29 @@ def _end_as_python(code, loaded):
     # The main thread keeps the interpreter meanwhile (no switch for a minute, unless it
     # waits): daemon threads see nothing cleared.
     sys.setswitchinterval(60)
-    # As Python, __main__ goes first (the modules it uses still work in its objects' __del__),
-    # then the garbage, then what is left of the job's modules, the last imported first.
-    main = sys.modules.get("__main__")
-    if main is not loaded.get("__main__"):  # a job that idled has none of its own
-        _clear_module(main)
-    gc.collect()
-    for name in reversed([name for name in sys.modules if name not in loaded]):
-        _clear_module(sys.modules.pop(name))
-    gc.collect()
+    _finalize_job_modules(loaded)
     # What the cleared objects printed: Python's streams flush it as they close, silently.
     _flush_standard_streams(quietly=True)
     _exit_as(code)
+
+
+def _finalize_job_modules(loaded):
+    """Finalize the modules of the job (its ``__main__`` included), in Python's order.
+
+    As Python's end does: they leave ``sys.modules`` and the garbage is collected while their
+    globals are whole (what their objects' ``__del__`` use still works), then what is still
+    alive is cleared, the last imported first. ``loaded``: the engine's modules, left alone.
+    """
+    # What would keep the frames of an uncaught exception, and with them the job's globals.
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    names = [name for name, module in sys.modules.items() if loaded.get(name) is not module]
+    # Weak references only, as Python keeps of its modules then; pop() drops the last strong one.
+    popped = map(sys.modules.pop, names)
+    modules = [weakref.ref(module) for module in popped if isinstance(module, types.ModuleType)]
+    gc.collect()
+    for module in reversed(modules):
+        _clear_module(module())
+    gc.collect()
 
 
 def _flush_standard_streams(quietly=False):
@@ -484,7 +502,7 @@ def _say_ignored(heading, error):
 def _run_job(job):
     """Run the job as ``__main__``; its ``SystemExit`` or error propagates."""
     if "code" in job:
-        _run_code(job["code"], job.get("file"))
+        _run_code(job["code"])
     elif "script" in job:
         _run_script(job["script"], job.get("argv", []))
     else:
@@ -492,34 +510,20 @@ def _run_job(job):
             signal.pause()
 
 
-def _run_code(source, saved_at):
+def _run_code(source):
     """Run ``source`` as ``python -c SOURCE`` would.
 
-    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines) and
-    ``sys.argv`` is ``["-c"]``. ``saved_at``, the same code in a file, is the module's
-    ``__file__`` for multiprocessing alone (see :func:`_code_module`).
+    Its module is ``__main__`` in ``sys.modules`` (pickle finds what it defines), with no
+    ``__file__`` and no ``__spec__``, and ``sys.argv`` is ``["-c"]``: the processes that
+    multiprocessing's spawn and forkserver methods start do not run it again, as under
+    ``python -c``.
     """
     sys.argv = ["-c"]
     code = compile(source, "<startup_code>", "exec")
-    main = _code_module(saved_at)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __loader__=importlib.machinery.BuiltinImporter)
     sys.modules["__main__"] = main
     exec(code, main.__dict__)
-
-
-def _code_module(saved_at):
-    """An empty ``__main__`` whose globals hold no ``__file__``, as under ``python -c``.
-
-    The module object answers ``__file__`` all the same: multiprocessing's
-    spawn and forkserver methods read it to re-create ``__main__`` in their
-    processes, so that functions the code defines reach a ``Pool`` there.
-    """
-
-    class CodeModule(types.ModuleType):
-        __file__ = property(lambda module: saved_at)
-
-    main = CodeModule("__main__")
-    main.__builtins__ = builtins
-    return main
 
 
 def _run_script(path, argv):

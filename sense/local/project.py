@@ -127,8 +127,16 @@ class LocalProject:
         self, dashboard_id: int, offset: int = 0, limit: int | None = None
     ) -> tuple[int, Iterator[bytes]]:
         """A dashboard's log size, and at most ``limit`` bytes of its output from byte ``offset``
-        (negative: that far from the end), in chunks."""
+        (negative: that far from the end), in chunks.
+
+        Nothing while its launch is under way: where its output will be is not known yet, and
+        a file an earlier store left under its id is not its output (a follower that read
+        those bytes would skip as many of its own).
+        """
         self.get(dashboard_id)
+        with self._lock:  # taken by _new_row until the launch is noted
+            if dashboard_id in self._launching:
+                return 0, iter(())
         size = self.backend.log_size(dashboard_id)
         return size, self.backend.read_logs(dashboard_id, offset, limit)
 
@@ -264,7 +272,9 @@ class LocalProject:
             placement = self.backend.launch(spec)
         except OSError as error:
             self.store.end(row["id"], Status.FAILED, None)
-            raise ProjectError(f"dashboard {row['id']} could not start: {error}") from error
+            # A full cluster is answered as the quota is: try again once some have ended.
+            refused = QuotaExceeded if isinstance(error, backends.NoRoomError) else ProjectError
+            raise refused(f"dashboard {row['id']} could not start: {error}") from error
         finally:
             self._launched(row["id"])
         # The process may have reported running, or even ended, by now: only add the placement.

@@ -56,7 +56,6 @@ class StateDir:
         self.project_dir = Path(project_dir).resolve()
         self.path = self.project_dir / DIRECTORY
         self.log_dir = self.path / "logs"
-        self.code_dir = self.path / "code"
         self.db_path = self.path / "sense.db"
         self.server_file = self.path / "server.json"
         self.token_file = self.path / "token"
@@ -69,9 +68,8 @@ class StateDir:
         # anything in it nor read what is there, and what this process creates there is safe.
         _check_trusted(self.path, private=True)
         if create:
-            for directory in (self.log_dir, self.code_dir):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(directory, 0o700)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.log_dir, 0o700)
         for entry in _entries(self.path):
             _check_trusted(entry)
         if create:
@@ -85,10 +83,6 @@ class StateDir:
     def log_path(self, dashboard_id: int) -> Path:
         """Where dashboard ``dashboard_id`` writes its output."""
         return self.log_dir / f"{dashboard_id}.log"
-
-    def code_path(self, dashboard_id: int) -> Path:
-        """Where dashboard ``dashboard_id``'s startup code is saved while it runs."""
-        return self.code_dir / f"{dashboard_id}.py"
 
     def token(self) -> str:
         """The project's API token: read from ``token``, or made and saved with mode 0600."""

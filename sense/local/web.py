@@ -7,11 +7,14 @@ the quota, the load) and ``/web/dashboards/{id}/output`` (one dashboard's
 output as it is written). Without a session, ``/`` is a login form and
 nothing else answers.
 
+A login (``/?login=CODE``, ``/?token=TOKEN``, the form) is answered with a
+small page that hands the session's key to the page's script and goes on to
+``/``, leaving that address: the key is never served again (see
+:mod:`sense.local.websession`).
+
 Example
 -------
 >>> install_page(app)                                      # doctest: +SKIP
->>> token_url("http://127.0.0.1:8000", "t0k3n")
-'http://127.0.0.1:8000/?token=t0k3n'
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from sense.local.load import LoadMonitor
@@ -97,11 +100,6 @@ def install_page(app: FastAPI) -> Page:
     return page
 
 
-def token_url(api_url: str, token: str) -> str:
-    """The address that logs a browser in to the page of the server at ``api_url``."""
-    return f"{api_url}/?token={urllib.parse.quote(token, safe='')}"
-
-
 def server_html(api_url: str, project_dir: str, login_link: str | None) -> str:
     """The server as a notebook shows it: where it is, and a link to its page.
 
@@ -153,6 +151,12 @@ def home(request: Request, token: str | None = None, login: str | None = None) -
     return _login_form()
 
 
+@router.get("/web/login")
+def login_form() -> Response:
+    """The login form, whatever the cookie: where a page without its key goes."""
+    return _login_form()
+
+
 @router.post("/web/login")
 async def login(request: Request) -> Response:
     """The login form's answer: the token, as a form field."""
@@ -181,11 +185,8 @@ def logout(request: Request, session: LoggedIn) -> Response:
 
 @router.get("/web/session")
 def session_info(request: Request, session: LoggedIn) -> dict:
-    """What the page needs first: its CSRF token and where the project's API is."""
-    return {
-        "csrf": session.csrf,
-        "project_url": urllib.parse.urlsplit(request.app.state.project.info.url).path,
-    }
+    """Where the project's API is (never the key: a route answers only with it)."""
+    return {"project_url": urllib.parse.urlsplit(request.app.state.project.info.url).path}
 
 
 @router.get("/web/static/{name}")
@@ -201,9 +202,12 @@ def asset(name: str) -> Response:
 
 
 def _open_session(request: Request) -> Response:
-    session_id, _ = request.app.state.page.sessions.open()
-    # 303: the browser asks for "/" with GET, and the token leaves the address bar.
-    response = RedirectResponse("/", status_code=303, headers=_HTML_HEADERS)
+    session_id, session = request.app.state.page.sessions.open()
+    # The key, once, to the page's script (bounce.js), which keeps it and replaces this address
+    # (with the code or token in it) by "/".
+    key = f'<meta name="sense-csrf" content="{html.escape(session.csrf)}">'
+    text = _asset("bounce.html").decode().replace("<!--key-->", key)
+    response = HTMLResponse(text, headers=_HTML_HEADERS)
     response.set_cookie(
         cookie_name(request), session_id, path="/", httponly=True, samesite="strict"
     )

@@ -1,14 +1,19 @@
-"""Who is logged in to the web page: sessions behind a cookie, and the checks against forgery.
+"""Who is logged in to the web page: sessions behind a cookie and a key, and the checks
+against forgery.
 
 Logging in with the token (or a one-time login link) opens a session: a
 random id, kept in this process's memory only, sent as an HttpOnly,
-SameSite=Strict cookie. The cookie is not the token: it grants the page
-and the API's routes to this browser until logout or until the server
-ends, and tells nothing about the token. Each session has its own CSRF
-token, which the page sends in the ``X-Sense-CSRF`` header of every request
-that changes something; such a request must also come from the page's own
-origin (``Origin``, ``Sec-Fetch-Site``). A form on another site can carry
-the cookie (SameSite does not tell ports apart) but neither of those.
+SameSite=Strict cookie, and a second secret, the session's key (its CSRF
+token), handed to the page once, in the answer to the login, where the page
+keeps it in its origin's ``localStorage``. Every request of the page's API,
+reads, writes and event streams, carries the key (in the ``X-Sense-CSRF``
+header, or ``?csrf=`` for an event stream, which cannot set headers): the
+cookie alone opens nothing. That matters because browsers send a host's
+cookies to all of its ports: a page on another port of ``127.0.0.1`` that
+reloads itself receives this cookie, but it cannot read this origin's storage
+(see the README's web page section). A request that changes something must
+also come from the page's own origin (``Origin``, ``Sec-Fetch-Site``). A
+session unused for :data:`IDLE_SECONDS` ends.
 
 Example
 -------
@@ -24,11 +29,16 @@ import collections
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 
 CSRF_HEADER = "X-Sense-CSRF"
+#: The query parameter that carries the key where no header can (an ``EventSource``).
+CSRF_QUERY = "csrf"
+#: How long a session lasts unused (a request, or a tick of an open event stream, uses it).
+IDLE_SECONDS = 30 * 60
 #: Sessions kept at most; logging in past it ends the oldest.
 MAX_SESSIONS = 64
 #: How long a one-time login link works.
@@ -38,15 +48,21 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 @dataclass
 class Session:
-    """One logged-in browser."""
+    """One logged-in browser: the key its page keeps (``csrf``), and when it was last used."""
 
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: When it was last used, on :attr:`Sessions.clock`.
+    used: float = 0.0
 
 
 class Sessions:
-    """The open sessions and the unused one-time login codes of one server, in memory."""
+    """The open sessions and the unused one-time login codes of one server, in memory.
 
-    def __init__(self) -> None:
+    ``clock`` tells the time in seconds (:func:`time.monotonic` unless a test says so).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self._codes: dict[str, float] = {}
@@ -55,15 +71,23 @@ class Sessions:
         """A new session and its id (the cookie's value)."""
         session_id = secrets.token_urlsafe(32)
         with self._lock:
-            self._sessions[session_id] = session = Session()
+            self._sessions[session_id] = session = Session(used=self.clock())
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         return session_id, session
 
     def find(self, session_id: str | None) -> Session | None:
-        """The session of ``session_id``, or None."""
+        """The session of ``session_id``, used now; None if there is none, or it was idle
+        for longer than :data:`IDLE_SECONDS` (then it ends)."""
+        now = self.clock()
         with self._lock:
-            return self._sessions.get(session_id or "")
+            session = self._sessions.get(session_id or "")
+            if session is not None and now - session.used > IDLE_SECONDS:
+                del self._sessions[session_id]
+                return None
+            if session is not None:
+                session.used = now
+            return session
 
     def close(self, session_id: str) -> None:
         """Log out."""
@@ -77,7 +101,7 @@ class Sessions:
         and a used or stale code in them opens nothing.
         """
         code = secrets.token_urlsafe(24)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._codes = {c: until for c, until in self._codes.items() if until > now}
             self._codes[code] = now + LOGIN_LINK_SECONDS
@@ -87,7 +111,7 @@ class Sessions:
         """Whether ``code`` is a valid login code; it is used up either way."""
         with self._lock:
             until = self._codes.pop(code, None)
-        return until is not None and until > time.monotonic()
+        return until is not None and until > self.clock()
 
 
 def cookie_name(request: Request) -> str:
@@ -108,42 +132,40 @@ def check_same_origin(request: Request) -> None:
     """Refuse (403) a request that a browser says comes from another origin than the page's."""
     fetch_site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
+    # Host is one this server answers as: sense.local.hosts refused any other.
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if fetch_site not in (None, "same-origin") or origin not in (None, own):
         raise HTTPException(403, f"refused: a request from {origin or fetch_site}, not this page")
 
 
-def check_request(request: Request, session: Session) -> None:
-    """Refuse (403) a request that changes something without the session's CSRF token, or
-    from another origin; any other request of a session passes."""
-    if request.method in SAFE_METHODS:
-        return
-    check_same_origin(request)
-    sent = request.headers.get(CSRF_HEADER, "")
-    if not secrets.compare_digest(sent.encode(), session.csrf.encode()):
-        raise HTTPException(403, f"refused: no valid {CSRF_HEADER} header (a cross-site request?)")
+def has_key(request: Request, session: Session, *, in_query: bool = False) -> bool:
+    """Whether the request carries the session's key: in its header, or (``in_query``, for
+    an event stream) as ``?csrf=``."""
+    sent = request.headers.get(CSRF_HEADER) or ""
+    if in_query and not sent:
+        sent = request.query_params.get(CSRF_QUERY, "")
+    return secrets.compare_digest(sent.encode(), session.csrf.encode())
 
 
 def logged_in(request: Request) -> bool:
-    """Whether the request comes from a logged-in page, and may do what it asks.
+    """Whether the request comes from a logged-in page: the session's cookie and its key.
 
-    Raises
-    ------
-    HTTPException
-        403 for a request of a session that fails :func:`check_request`.
+    A cookie without the key is no login: another port of this host may hold it.
     """
     session = session_of(request)
-    if session is None:
-        return False
-    check_request(request, session)
-    return True
+    return session is not None and has_key(request, session)
 
 
 def page_session(request: Request) -> Session:
-    """The dependency of the page's own routes: the session, else 401 (403: see
-    :func:`check_request`)."""
+    """The dependency of the page's own routes: the session of the cookie and the key (in
+    the header, or ``?csrf=`` for the event streams), else 401; 403 for a change from
+    another origin."""
+    if request.method not in SAFE_METHODS:
+        check_same_origin(request)
     session = session_of(request)
-    if session is None:
-        raise HTTPException(401, "not logged in: open the address that `sense server` prints")
-    check_request(request, session)
+    if session is None or not has_key(request, session, in_query=True):
+        raise HTTPException(
+            401,
+            "not logged in: open the login link that `sense server` prints, or paste the token",
+        )
     return session

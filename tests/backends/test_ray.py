@@ -1,7 +1,8 @@
 """What only the Ray backend does, on a real 3-node Ray cluster (nodes on 127.0.0.2-4).
 
-Placement over the nodes, the project shipped to them, the quota of slots,
-a node lost, and the server's fate shared by every dashboard on every node.
+Placement over the nodes, the project shipped to them, the quota (from the
+CPUs, or from the slots an operator gave the nodes), a node lost, and the
+server's fate shared by every dashboard on every node.
 Each test has a backend of its own (one Ray driver per process at a time).
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 
 import psutil
 import pytest
 from backend_support import (
     NODES,
+    SENSE,
     Launcher,
     dashboards_with_processes,
     log_of,
@@ -22,7 +25,7 @@ from backend_support import (
     sigkill_of_the_driver_leaves_nothing,
     subscribed,
 )
-from ray_cluster import SLOTS_PER_NODE, add_node, loopback_cluster, node_ip
+from ray_cluster import add_node, node_ip
 from ray_driver import Driver
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,19 +52,67 @@ def test_backend_shutdown_stops_every_dashboard(ray_cluster, project_dir, mark):
         assert {i: recorder.exits.get(i) for i in ids} == {i: (143, "stopped") for i in ids}
 
 
-def test_ray_a_cluster_without_slots_is_refused_with_the_advice_and_nothing_left(
-    ray_cluster, project_dir
-):
+@pytest.mark.parametrize("given", ["argument", "RAY_ADDRESS"])
+def test_ray_a_ray_client_address_is_refused_before_connecting(project_dir, monkeypatch, given):
     import ray
 
     from sense.errors import SenseConfigError
 
-    with loopback_cluster(1, slots=0, first=NODES + 1) as slotless:
-        with pytest.raises(
-            SenseConfigError, match="no node of the Ray cluster offers the resource"
-        ):
-            make_backend("ray", project_dir, ray_address=slotless.address)
-        assert not ray.is_initialized()
+    address = "ray://127.0.0.1:10001"
+    options = {"ray_address": address} if given == "argument" else {}
+    if given == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(SenseConfigError, match="run the server on a node of the cluster"):
+        make_backend("ray", project_dir, **options)
+    assert not ray.is_initialized()
+
+
+def sense_run(project_dir, *options: str) -> subprocess.CompletedProcess:
+    """``sense run OPTIONS job.py`` in ``project_dir``, its output captured."""
+    (project_dir / "job.py").write_text("print('never runs')\n")
+    return subprocess.run(
+        [*SENSE, "run", *options, "job.py"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_ray_sense_run_through_ray_client_says_in_one_line_where_to_run_instead(project_dir):
+    run = sense_run(project_dir, "--backend", "ray", "--ray-address", "ray://127.0.0.1:10001")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    [line] = run.stderr.splitlines()
+    assert line.startswith("sense: the ray backend cannot work through Ray Client")
+    assert "run the server on a node of the cluster" in line
+    assert not (project_dir / ".sense").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--backend", "ray", "--ray-placement-timeout", "-1"], "should be a number of seconds"),
+        (["--ray-placement-timeout", "5"], "--ray-placement-timeout goes with --backend ray"),
+    ],
+    ids=["negative", "local-backend"],
+)
+def test_ray_a_wrong_placement_timeout_is_refused_naming_it(project_dir, options, said):
+    run = sense_run(project_dir, *options)
+    assert run.returncode in (1, 2)
+    assert said in run.stderr
+    assert "never runs" not in run.stdout
+
+
+def test_ray_on_a_cluster_without_custom_resources_the_quota_is_what_its_cpus_hold(
+    ray_cluster, project_dir, mark
+):
+    with ray_backend(ray_cluster, project_dir, mark) as (backend, _, _):
+        assert not backend.slotted
+        # 3 nodes of 2 CPUs: 12 small dashboards (0.5 CPU each).
+        assert backend.capacity() == 12
+        backend.max_workers = 3
+        assert backend.capacity() == 3
 
 
 def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
@@ -106,23 +157,29 @@ def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
             assert log_of(backend, dashboard_id) == expected
 
 
-def test_ray_capacity_is_the_cluster_s_slots_and_a_launch_past_them_fails_with_nothing_left(
-    ray_cluster, project_dir, mark
+def test_ray_slots_cap_each_node_and_a_launch_past_them_is_refused_with_nothing_left(
+    ray_cluster_with_slots, project_dir, mark
 ):
-    from sense.local.backends.ray import PlacementError
+    import ray
 
-    with ray_backend(ray_cluster, project_dir, mark, placement_timeout=1.0) as (
-        backend,
-        recorder,
-        launch,
-    ):
-        assert backend.capacity() == NODES * SLOTS_PER_NODE
+    from sense.local.backends import NoRoomError
+
+    slotted = ray_cluster_with_slots
+    with ray_backend(slotted, project_dir, mark) as (backend, recorder, launch):
+        assert backend.slotted
+        assert backend.capacity() == 2  # the head's slots; the other node offers none
         # Size 0 takes a slot and no CPU: the slots are what runs out.
-        ids = [launch("import time; time.sleep(60)", size=0)[0] for _ in range(backend.capacity())]
-        with pytest.raises(PlacementError, match="no room"):
+        launched = [launch("import time; time.sleep(60)", size=0) for _ in range(2)]
+        assert {placement.project_ip for _, placement in launched} == {node_ip(4)}
+        backend.placement_timeout = 1.0  # no room will come: no need to wait long
+        with pytest.raises(NoRoomError, match="its nodes hold 2 of that size"):
             launch("print('one too many')", size=0)
-        # Only the dashboards that started have processes (each its engine and its job).
+        # Only the dashboards that started have processes (each its engine and its job), and
+        # only their placement groups are left.
+        ids = [dashboard_id for dashboard_id, _ in launched]
         assert dashboards_with_processes(mark) == {str(i) for i in ids}
+        groups = [group["state"] for group in ray.util.placement_group_table().values()]
+        assert sorted(state for state in groups if state != "REMOVED") == ["CREATED"] * 2
         backend.stop(ids[0])
         # The slot of a dashboard that ended is free again (Ray frees it in the background:
         # a launch waits for room as long as it would by default).

@@ -199,14 +199,17 @@ def contract_api(project_dir, backend):
 
 
 @pytest.fixture
-def local_master(project_dir, monkeypatch):
-    """``sense.local.start()``: this process is the master dashboard, its environment set."""
+def local_master(project_dir, monkeypatch, request):
+    """``sense.local.start()``: this process is the master dashboard, its environment set.
+
+    Parametrized indirectly, the parameter is a dict of more options of ``start``.
+    """
     import sense.local
 
     for name in list(os.environ):
         if name.startswith("SENSE_"):
             monkeypatch.delenv(name)
-    server = sense.local.start(project_dir, grace=1.0)
+    server = sense.local.start(project_dir, grace=1.0, **getattr(request, "param", {}))
     yield server
     sense.local.stop()
 

@@ -335,6 +335,16 @@ def test_logs_serve_a_dashboards_output_as_text(api):
     assert "out\n" in answer.text and "err\n" in answer.text
 
 
+def test_a_raw_log_is_never_sniffed_as_html_nor_run_as_a_page(api):
+    worker = api.launch(startup_code="print('<html><script>alert(1)</script>')")
+    api.wait_status(worker["id"], "stopped")
+    answer = api("GET", f"/dashboards/{worker['id']}/logs")
+    assert "<script>" in answer.text
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    # sandbox: opened as a page all the same, it runs no script and has an origin of its own.
+    assert answer.headers["Content-Security-Policy"] == "sandbox"
+
+
 def test_the_routes_answer_under_the_project_url_of_the_context(api, server):
     project_url = server.master_environment()["SENSE_PROJECT_URL"]
     assert project_url == server.project_url
@@ -373,6 +383,15 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     logs = paths[f"{prefix}/dashboards/{{dashboard_id}}/logs"]["get"]
     assert [p["name"] for p in logs["parameters"] if p["in"] == "query"] == ["offset"]
     assert "X-Log-Size" in logs["responses"]["200"]["headers"]
+
+
+def test_no_documentation_page_loads_scripts_from_elsewhere(api, server):
+    # Swagger UI and ReDoc would load theirs from a CDN, into the origin of the web page.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        answer = requests.get(server.url + path, auth=api.auth, timeout=10)
+        assert answer.status_code == 404, path
+        assert set(answer.json()) == {"error"}
+    assert requests.get(f"{server.url}/openapi.json", auth=api.auth, timeout=10).ok
 
 
 def test_the_token_and_the_password_show_in_no_repr(project_dir):

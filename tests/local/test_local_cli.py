@@ -342,3 +342,112 @@ def test_stop_without_ids_stops_the_workers_of_sense_server_and_not_its_master(p
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=30)
+
+
+#: The ``sense`` command in a Python where ``import ray`` fails as it does without the extra.
+SENSE_WITHOUT_RAY = (
+    "import sys\n"
+    "class HideRay:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.partition('.')[0] == 'ray':\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, HideRay())\n"
+    "from sense.local.cli import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def sense_without_ray(project_dir, *args: str) -> tuple[int, str]:
+    """``sense ARGS`` to its end as if the ``ray`` extra were not installed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")}
+    run = subprocess.run(
+        [sys.executable, "-c", SENSE_WITHOUT_RAY, *args],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_the_ray_backend_without_its_extra_is_one_line_naming_the_pip_install(project_dir):
+    (project_dir / "job.py").write_text("print('ran')\n")
+    returncode, output = sense_without_ray(project_dir, "run", "--backend", "ray", "job.py")
+    assert returncode == 1
+    assert output.splitlines() == [
+        "sense: the ray backend needs ray, which is not installed: pip install 'sense[ray]'"
+    ]
+    assert not (project_dir / ".sense").exists()
+
+
+def test_an_unknown_backend_lists_ray_as_needing_its_extra_when_ray_is_missing(project_dir):
+    returncode, output = sense_without_ray(project_dir, "server", "--backend", "nosuch")
+    assert returncode == 1
+    assert output.splitlines() == [
+        "sense: no backend called 'nosuch' (there are: local; ray needs pip install 'sense[ray]')"
+    ]
+
+
+def test_stop_with_no_worker_running_says_there_is_nothing_to_stop(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        dict(read_exports(server))
+        stop = sense_command("stop", cwd=project_dir)
+        assert stop.communicate(timeout=30)[0] == "no worker is running: nothing to stop\n"
+        assert stop.returncode == 0
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_logs_of_an_unknown_dashboard_is_one_line_without_the_request(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        dict(read_exports(server))
+        logs = sense_command("logs", "999", cwd=project_dir)
+        output = logs.communicate(timeout=30)[0]
+        assert logs.returncode == 1
+        assert output == f"sense: no dashboard 999 in project {project_dir.name}\n"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("command", ["run", "server"])
+def test_the_help_of_the_port_options_says_their_default(command):
+    run = sense_command(command, "--help", cwd=os.getcwd())
+    help_text = " ".join(run.communicate(timeout=30)[0].split())
+    assert "--port PORT the API's port (default 0: any free port)" in help_text
+    assert "--ssh-port SSH_PORT the dashboards' SSH port (default 0: any free port)" in help_text
+
+
+def test_eval_of_sense_env_makes_a_shell_the_master_of_sense_server(project_dir):
+    server = sense_command("server", cwd=project_dir)
+    try:
+        exports = dict(read_exports(server))
+        shell = subprocess.run(
+            [
+                "bash",
+                "-c",
+                'eval "$(sense env)" && python -c "import sense; print(sense.getMaster()[\'id\'])"'
+                " && env",
+            ],
+            cwd=project_dir,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SENSE_")}
+            | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shell.returncode == 0, shell.stderr
+        master, *environment = shell.stdout.splitlines()
+        assert master == exports["SENSE_DASHBOARD_ID"]
+        seen = dict(line.partition("=")[::2] for line in environment if "=" in line)
+        # Every variable of the master but the SSH ones, which only the server knows.
+        assert {k: v for k, v in seen.items() if k.startswith("SENSE_")} == {
+            k: v for k, v in exports.items() if "SSH" not in k
+        }
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

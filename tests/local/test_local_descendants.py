@@ -116,6 +116,57 @@ def test_a_job_that_ignores_sigterm_loses_what_it_started_with_it(api, escapees)
     assert_all_end(processes)
 
 
+#: A job that owns a child: on SIGTERM, it closes the child's standard input and waits for it,
+#: as dask's Nanny closes its worker. The child says which came first, its parent or a SIGTERM.
+OWNS_A_CHILD = """
+import subprocess, sys, time
+CHILD = '''
+import signal, sys
+signal.signal(signal.SIGTERM, lambda *_: (print("child: SIGTERM", flush=True), sys.exit(1)))
+print("child: ready", flush=True)
+sys.stdin.read()
+print("child: closed by its parent", flush=True)
+'''
+child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE)
+{main}
+try:
+    print("parent: ready", flush=True)
+    time.sleep(60)
+finally:
+    child.stdin.close()
+    print("parent: child ended with", child.wait(), flush=True)
+"""
+
+
+def stop_once_ready(api: Api, code: str) -> tuple[dict, str]:
+    """Launch ``code``, stop it once both its processes are ready: the stopped dashboard, and
+    its log."""
+    worker = api.launch(startup_code=code)
+
+    def ready():
+        log = api.logs(worker["id"])
+        return "child: ready" in log and "parent: ready" in log
+
+    ready.__name__ = f"dashboard {worker['id']} to be ready"
+    wait_for(ready)
+    stopped = api("PUT", f"/dashboards/{worker['id']}/stop").json()
+    return stopped, api.logs(worker["id"])
+
+
+def test_a_stop_lets_the_jobs_own_process_end_what_it_owns_its_way(api):
+    stopped, log = stop_once_ready(api, OWNS_A_CHILD.format(main=""))
+    assert (stopped["status"], stopped["exit_code"]) == ("stopped", 128 + signal.SIGTERM), log
+    assert "child: closed by its parent\nparent: child ended with 0\n" in log
+    assert "child: SIGTERM" not in log
+
+
+def test_when_the_jobs_own_process_ignores_sigterm_the_rest_gets_it_then_sigkill(api):
+    ignores = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    stopped, log = stop_once_ready(api, OWNS_A_CHILD.format(main=ignores))
+    assert (stopped["status"], stopped["exit_code"]) == ("stopped", -signal.SIGKILL), log
+    assert "child: SIGTERM" in log and "closed by its parent" not in log
+
+
 def test_when_a_master_ends_what_its_workers_started_ends(api, escapees, project_dir):
     release = project_dir / "release"
     master = api.launch(

@@ -18,7 +18,7 @@ import zipfile
 
 import psutil
 import pytest
-from conftest import engine_processes, read_exports, sense_command, wait_for
+from conftest import Api, engine_processes, read_exports, sense_command, wait_for
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -89,24 +89,45 @@ def test_a_startup_script_runs_as_python_script_runs_it(api, project_dir):
     assert seen["path0"] == str(project_dir / "tools")
 
 
-def test_functions_of_startup_code_reach_a_spawned_process_pool(api):
+@pytest.fixture(params=[True, False], ids=["prestarted", "fresh-interpreter"])
+def either_engine_api(project_dir, request):
+    """The API of a server whose dashboards are forked from the prestarted engine, or not."""
+    with LocalServer(project_dir, grace=1.0, prestart=request.param) as running:
+        running.attach(set_environ=False)
+        yield Api(running)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_pool_of_startup_code_starts_its_processes_as_under_python_c(either_engine_api, method):
+    # Unguarded, as `python -c` allows: the processes that spawn starts do not run it again.
     code = (
         "import multiprocessing\n"
+        f"with multiprocessing.get_context({method!r}).Pool(2) as pool:\n"
+        "    print(pool.map_async(abs, [-1, -2]).get(timeout=30))\n"
+    )
+    api = either_engine_api
+    worker = api.launch(startup_code=code)
+    ended = api.wait_status(worker["id"], "stopped", "failed", timeout=45)
+    log = api.logs(worker["id"])
+    assert (ended["status"], ended["exit_code"], log) == ("stopped", 0, "[1, 2]\n")
+
+
+def test_functions_kept_in_a_project_module_reach_a_spawned_process_pool(api, project_dir):
+    (project_dir / "squares.py").write_text("def square(x):\n    return x * x\n")
+    code = (
+        "import multiprocessing, squares\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "def square(x):\n"
-        "    return x * x\n"
-        "if __name__ == '__main__':\n"
-        "    spawn = multiprocessing.get_context('spawn')\n"
-        "    with spawn.Pool(2) as pool:\n"
-        "        print(pool.map_async(square, [1, 2, 3]).get(timeout=20))\n"
-        "    with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
-        "        print(list(executor.map(square, [4], timeout=20)))\n"
+        "spawn = multiprocessing.get_context('spawn')\n"
+        "with spawn.Pool(2) as pool:\n"
+        "    print(pool.map_async(squares.square, [1, 2, 3]).get(timeout=20))\n"
+        "with ProcessPoolExecutor(1, mp_context=spawn) as executor:\n"
+        "    print(list(executor.map(squares.square, [4], timeout=20)))\n"
     )
     worker = api.launch(startup_code=code)
     ended = api.wait_status(worker["id"], "stopped", "failed", timeout=40)
     log = api.logs(worker["id"])
     assert ended["status"] == "stopped", log
-    assert log.split("\n")[:2] == ["[1, 4, 9]", "[16]"]
+    assert log == "[1, 4, 9]\n[16]\n"
 
 
 @pytest.mark.parametrize(
@@ -204,6 +225,46 @@ def test_what_a_job_and_its_modules_leave_open_is_closed_as_python_closes_it(api
     with gzip.open(project_dir / "left_open.gz", "rt") as compressed:
         assert compressed.read() == "closed as the interpreter ends"
     assert not list(project_dir.glob("scratch-*"))
+
+
+#: A module whose object needs the module's globals when it is finalized at the interpreter's
+#: end: Python's own end gives it them whole.
+NEEDS_ITS_GLOBALS_AT_THE_END = """
+import json
+
+class Reporter:
+    def __del__(self):
+        print(json.dumps({"finalized": type(self).__name__}))
+
+reporter = Reporter()
+"""
+
+
+def test_objects_of_a_workers_modules_end_as_under_python_c(api, project_dir):
+    (project_dir / "reporting.py").write_text(NEEDS_ITS_GLOBALS_AT_THE_END)
+    python = subprocess.run(
+        [sys.executable, "-c", "import reporting"], cwd=project_dir, capture_output=True, text=True
+    )
+    assert (python.stdout, python.stderr) == ('{"finalized": "Reporter"}\n', "")
+    worker = api.launch(startup_code="import reporting")
+    assert api.wait_status(worker["id"], "stopped")["exit_code"] == 0
+    assert api.logs(worker["id"]) == python.stdout
+
+
+def test_objects_of_a_sense_run_masters_modules_end_as_under_python(project_dir):
+    (project_dir / "reporting.py").write_text(NEEDS_ITS_GLOBALS_AT_THE_END)
+    (project_dir / "job.py").write_text("import reporting\nprint('master done')\n")
+    python = subprocess.run(
+        [sys.executable, "job.py"],
+        cwd=project_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = sense_command("run", "job.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == python.returncode == 0
+    assert output == python.stdout == 'master done\n{"finalized": "Reporter"}\n'
 
 
 def test_the_environment_carries_every_context_variable_in_every_spelling(api, server, project_dir):

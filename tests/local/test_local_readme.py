@@ -90,6 +90,10 @@ def test_the_launch_block_starts_two_workers_that_contact_the_master(local_maste
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+# The server answers by that name too, as a server behind such a proxy is told to.
+@pytest.mark.parametrize(
+    "local_master", [{"allow_hosts": ["api.senseplatform.com"]}], indirect=True
+)
 def test_the_rest_block_reads_the_project_through_https(local_master, tmp_path, monkeypatch):
     # The block names https://api.senseplatform.com. A real HTTPS proxy in this test
     # answers for that host with a certificate this test made and trusts, and passes

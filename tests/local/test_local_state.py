@@ -64,7 +64,7 @@ def refused(project_dir: Path, *words: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", [".", "token", "logs", "logs/2.log", "sense.db", "server.json", "lock", "code"]
+    "entry", [".", "token", "logs", "logs/2.log", "sense.db", "server.json", "lock"]
 )
 def test_state_another_user_owns_is_refused_before_anything_is_used(used_project, entry):
     as_root()

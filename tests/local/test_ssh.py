@@ -6,6 +6,7 @@ command line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -117,6 +118,16 @@ class Ssh:
             text=True,
             timeout=30,
         )
+
+
+def end_with_children(process: subprocess.Popen) -> None:
+    """Kill ``process`` (sshpass) and what it started (ssh), if they still run."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    process.kill()
+    process.wait()
 
 
 def ssh_port(server: LocalServer) -> int:
@@ -239,13 +250,13 @@ def test_a_wrong_password_another_user_and_an_ended_dashboard_s_password_are_ref
 
 def test_stopping_a_dashboard_ends_what_runs_over_ssh_and_closes_the_session(server, api, tmp_path):
     worker, ssh = worker_ssh(server, api, tmp_path)
-    session = ssh.popen(TWO_SLEEPS)
-    escaped, foreground = (psutil.Process(int(session.stdout.readline())) for _ in range(2))
-    api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
-    _, alive = psutil.wait_procs([escaped, foreground], timeout=5)
-    assert not alive
-    assert session.wait(timeout=10) != 0
-    assert f"dashboard {worker['id']} has ended" in session.stderr.read()
+    with ssh.popen(TWO_SLEEPS) as session:
+        escaped, foreground = (psutil.Process(int(session.stdout.readline())) for _ in range(2))
+        api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
+        _, alive = psutil.wait_procs([escaped, foreground], timeout=5)
+        assert not alive
+        assert session.wait(timeout=10) != 0
+        assert f"dashboard {worker['id']} has ended" in session.stderr.read()
 
 
 def test_sigkill_of_the_server_ends_what_runs_over_ssh(project_dir, tmp_path):
@@ -257,15 +268,16 @@ def test_sigkill_of_the_server_ends_what_runs_over_ssh(project_dir, tmp_path):
             exports["SENSE_SSH_PASSWORD"],
             tmp_path / "known_hosts",
         )
-        session = ssh.popen(TWO_SLEEPS)
-        sleeps = [psutil.Process(int(session.stdout.readline())) for _ in range(2)]
-        served.kill()
-        _, alive = psutil.wait_procs(sleeps, timeout=5)
-        assert not alive
-        session.wait(timeout=10)
+        with ssh.popen(TWO_SLEEPS) as session:
+            sleeps = [psutil.Process(int(session.stdout.readline())) for _ in range(2)]
+            served.kill()
+            _, alive = psutil.wait_procs(sleeps, timeout=5)
+            assert not alive
+            session.wait(timeout=10)
     finally:
         served.kill()
         served.wait()
+        served.stdout.close()
 
 
 def test_the_host_key_is_kept_so_known_hosts_stays_valid_across_restarts(tmp_path):
@@ -365,35 +377,93 @@ def test_the_published_0_1_2_client_reads_the_ssh_endpoint_that_logs_in(local_ma
 
 # -- the back-off after failed logins ------------------------------------------------------------
 
+ANY_RATE = float("inf")  # no cap over all sources: one source's back-off alone
 
-def waits_of(*attempts: tuple[str, bool], memory: float = 600.0) -> list[float]:
-    """The waits a throttle imposes on ``attempts`` (address, right password?), in order."""
-    waits = []
+
+def waits_of(*attempts: tuple[str, bool] | float, **throttle) -> list[float]:
+    """The waits a throttle imposes on ``attempts`` (address, right password?), in order, on a
+    clock of its own that the waits advance; a number among them is seconds that pass."""
+    now, waits = [0.0], []
 
     async def record(seconds: float) -> None:
         waits.append(seconds)
+        now[0] += seconds
 
     async def attempt_all() -> None:
-        throttle = LoginThrottle(memory=memory, sleep=record)
-        for address, right in attempts:
-            assert await throttle.attempt(address, lambda right=right: right) is right
+        throttled = LoginThrottle(sleep=record, clock=lambda: now[0], **throttle)
+        for attempt in attempts:
+            if isinstance(attempt, float):
+                now[0] += attempt
+                continue
+            address, right = attempt
+            assert await throttled.attempt(address, lambda right=right: right) is right
 
     asyncio.run(attempt_all())
     return waits
 
 
 def test_failed_logins_from_one_address_are_answered_ever_more_slowly():
-    assert waits_of(*[("192.0.2.1", False)] * 8) == [0, 0, 0, 1, 2, 4, 8, 10]
+    assert waits_of(*[("192.0.2.1", False)] * 8, rate=ANY_RATE) == [0, 0, 0, 1, 2, 4, 8, 10]
 
 
 def test_another_address_is_not_slowed_and_a_success_does_not_start_afresh():
     guesses = [("192.0.2.1", False)] * 4
-    assert waits_of(*guesses, ("192.0.2.2", False)) == [0, 0, 0, 1, 0]
-    assert waits_of(*guesses, ("192.0.2.1", True), ("192.0.2.1", False)) == [0, 0, 0, 1, 2]
+    assert waits_of(*guesses, ("192.0.2.2", False), rate=ANY_RATE) == [0, 0, 0, 1, 0]
+    right_then_wrong = [("192.0.2.1", True), ("192.0.2.1", False)]
+    assert waits_of(*guesses, *right_then_wrong, rate=ANY_RATE) == [0, 0, 0, 1, 2]
 
 
 def test_failed_logins_are_forgiven_after_a_quiet_while():
-    assert waits_of(*[("192.0.2.1", False)] * 5, memory=0.0) == [0, 0, 0, 0, 0]
+    guesses = [("192.0.2.1", False)] * 5
+    assert waits_of(*guesses, 601.0, *guesses, rate=ANY_RATE) == [0, 0, 0, 1, 2] * 2
+
+
+def test_every_loopback_address_counts_as_one_source():
+    loopback = ["127.0.0.1", "127.0.0.5", "127.1.2.3", "::1", "::ffff:127.0.0.9"]
+    guesses = [(address, False) for address in loopback * 2]
+    assert waits_of(*guesses[:8], rate=ANY_RATE) == [0, 0, 0, 1, 2, 4, 8, 10]
+
+
+def test_an_ipv6_address_counts_by_its_64_block():
+    block = [("2001:db8::1", False), ("2001:db8::2:3", False), ("2001:db8::ffff", False)]
+    other = ("2001:db8:0:1::1", False)
+    assert waits_of(*block, *block, other, rate=ANY_RATE) == [0, 0, 0, 1, 2, 4, 0]
+
+
+def test_failures_from_all_sources_together_are_answered_two_a_second_at_most():
+    guesses = [(f"192.0.2.{host}", False) for host in range(1, 6)]
+    assert waits_of(*guesses) == [0, 0.5, 0.5, 0.5, 0.5]
+    assert waits_of(*guesses[:1], 10.0, *guesses[1:2]) == [0, 0]
+
+
+def test_a_right_password_is_answered_at_once_while_wrong_ones_wait(server, tmp_path):
+    right = master_ssh(server, tmp_path)
+    wrong = Ssh(right.port, "not-the-password", tmp_path / "known_hosts", "-v")
+    logs = [tmp_path / f"wrong-{n}.log" for n in range(15)]
+    guesses = []
+    try:
+        for log in logs:
+            with log.open("w") as stderr:
+                guesses.append(
+                    subprocess.Popen(
+                        wrong.command("true"),
+                        env=wrong.env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                    )
+                )
+
+        def all_sent() -> bool:
+            return all("Next authentication method: password" in log.read_text() for log in logs)
+
+        wait_for(all_sent, 60, what="15 wrong passwords to be sent")
+        # Answered within Ssh.run's 30 s: before, it waited behind the 15 (some 95 s).
+        assert right.run("echo in").stdout == "in\n"
+        assert [guess.poll() for guess in guesses].count(None) > 0  # some still wait
+    finally:
+        for guess in guesses:
+            end_with_children(guess)
 
 
 def test_a_second_server_cannot_take_the_ssh_port_of_the_first(server, tmp_path):

@@ -1,5 +1,5 @@
-"""The web page (issue 13): its login, cookie and CSRF rules over HTTP, and the page itself in a
-real headless Chromium, against a real local server running real workers."""
+"""The web page (issues 13 and 21): its login, cookie, key and CSRF rules over HTTP, and the page
+itself in a real headless Chromium, against a real local server running real workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import threading
+import urllib.parse
 
 import pytest
 import requests
@@ -18,7 +19,7 @@ from needs import require
 
 from sense.local import LocalServer
 from sense.local.watch import CHUNK, LogFollow
-from sense.local.web import token_url
+from sense.local.websession import IDLE_SECONDS, Sessions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,18 +30,27 @@ IDLE = "import time\nprint('hello from the web test', flush=True)\ntime.sleep(12
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def log_in(server: LocalServer) -> requests.Session:
-    """A ``requests`` session logged in to the page as a browser would be, by the token URL."""
+def token_url(server: LocalServer) -> str:
+    """The address that logs in with the token itself."""
+    return f"{server.url}/?token={urllib.parse.quote(server.project.info.token, safe='')}"
+
+
+def key_in(answer: requests.Response) -> str:
+    """The session's key, which the answer to a login hands to the page (and nothing else)."""
+    found = re.search(r'<meta name="sense-csrf" content="([^"]+)">', answer.text)
+    assert found, answer.text
+    return found.group(1)
+
+
+def log_in(server: LocalServer) -> tuple[requests.Session, str]:
+    """A ``requests`` session logged in to the page as a browser would be, by a one-time link,
+    and the key the page keeps; the session sends the key as the page does."""
     session = requests.Session()
-    answer = session.get(
-        token_url(server.url, server.project.info.token), allow_redirects=False, timeout=10
-    )
-    assert answer.status_code == 303, answer.text
-    return session
-
-
-def csrf_of(session: requests.Session, server: LocalServer) -> str:
-    return session.get(f"{server.url}/web/session", timeout=10).json()["csrf"]
+    answer = session.get(server.page_link(), allow_redirects=False, timeout=10)
+    assert answer.status_code == 200, answer.text
+    key = key_in(answer)
+    session.headers["X-Sense-CSRF"] = key
+    return session, key
 
 
 def events(answer: requests.Response):
@@ -83,10 +93,13 @@ class OtherSite:
 
     def __init__(self, host: str) -> None:
         self.pages: dict[str, str] = {}
-        pages = self.pages
+        #: The Cookie header of each request it got.
+        self.cookies: list[str] = []
+        pages, cookies = self.pages, self.cookies
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                cookies.append(self.headers.get("Cookie", ""))
                 body = pages.get(self.path, "").encode()
                 self.send_response(200 if body else 404)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -119,9 +132,12 @@ def other_site():
 
 def test_the_token_address_sets_a_strict_httponly_cookie_that_is_not_the_token(server):
     token = server.project.info.token
-    answer = requests.get(token_url(server.url, token), allow_redirects=False, timeout=10)
-    assert answer.status_code == 303
-    assert answer.headers["Location"] == "/"
+    answer = requests.get(token_url(server), allow_redirects=False, timeout=10)
+    # A page that keeps the session's key and goes on to "/", leaving this address.
+    assert answer.status_code == 200
+    assert token not in answer.text and len(key_in(answer)) >= 32
+    assert "/web/static/bounce.js" in answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
     port = server.url.rsplit(":", 1)[1]
     cookie = answer.headers["Set-Cookie"]
     # One name per port: browsers share a host's cookies between its ports.
@@ -146,7 +162,7 @@ def test_a_wrong_token_shows_the_login_form_with_an_error_and_no_cookie(server):
     assert "not-the-token" not in answer.text
 
 
-#: Every route of the page but the static files, with the method it answers.
+#: Every route of the page but the static files and its login, with the method it answers.
 PAGE_ROUTES = [
     ("GET", "/web/session"),
     ("GET", "/web/events"),
@@ -209,32 +225,32 @@ def test_the_login_form_logs_in_but_not_from_another_origin(server):
         allow_redirects=False,
         timeout=10,
     )
-    assert answer.status_code == 303
-    assert session.get(server.project_url, timeout=10).status_code == 200
+    assert answer.status_code == 200
+    headers = {"X-Sense-CSRF": key_in(answer)}
+    assert session.get(server.project_url, headers=headers, timeout=10).status_code == 200
 
 
-def test_the_cookie_reads_the_api_and_a_change_needs_the_csrf_token_and_the_own_origin(api, server):
+def test_the_cookie_and_key_read_the_api_and_a_change_needs_the_own_origin_too(api, server):
     worker = api.launch(startup_code=IDLE)
     api.wait_status(worker["id"], "running")
-    session = log_in(server)
+    session, _ = log_in(server)
     listed = session.get(f"{server.project_url}/dashboards", timeout=10)
     assert listed.status_code == 200
     assert worker["id"] in [d["id"] for d in listed.json()]
-    csrf = csrf_of(session, server)
     stop = f"{server.project_url}/dashboards/{worker['id']}"
     body = {"status": "stopped"}
     refusals = {
-        "no CSRF token": {},
-        "a wrong CSRF token": {"X-Sense-CSRF": "guess"},
-        "another origin": {"X-Sense-CSRF": csrf, "Origin": "http://127.0.0.1:9"},
-        "another site": {"X-Sense-CSRF": csrf, "Sec-Fetch-Site": "cross-site"},
-        "another port": {"X-Sense-CSRF": csrf, "Sec-Fetch-Site": "same-site"},
+        "no key": ({"X-Sense-CSRF": ""}, 401),
+        "a wrong key": ({"X-Sense-CSRF": "guess"}, 401),
+        "another origin": ({"Origin": "http://127.0.0.1:9"}, 403),
+        "another site": ({"Sec-Fetch-Site": "cross-site"}, 403),
+        "another port": ({"Sec-Fetch-Site": "same-site"}, 403),
     }
-    for why, headers in refusals.items():
+    for why, (headers, status) in refusals.items():
         answer = session.patch(stop, json=body, headers=headers, timeout=10)
-        assert answer.status_code == 403, why
+        assert answer.status_code == status, why
         assert api.get(worker["id"])["status"] == "running", why
-    headers = {"X-Sense-CSRF": csrf, "Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+    headers = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
     answer = session.patch(stop, json=body, headers=headers, timeout=30)
     assert answer.status_code == 200
     assert answer.json()["status"] == "stopped"
@@ -251,15 +267,51 @@ def test_basic_auth_is_unchanged_but_no_browser_may_change_anything_from_another
 
 
 def test_logout_ends_the_session(server):
-    session = log_in(server)
-    headers = {"X-Sense-CSRF": csrf_of(session, server)}
-    assert session.post(f"{server.url}/web/logout", timeout=10).status_code == 403
-    answer = session.post(f"{server.url}/web/logout", headers=headers, timeout=10)
+    session, key = log_in(server)
+    cookies = dict(session.cookies)
+    without_key = {"X-Sense-CSRF": ""}
+    refused = session.post(f"{server.url}/web/logout", headers=without_key, timeout=10)
+    assert refused.status_code == 401
+    assert session.get(server.project_url, timeout=10).status_code == 200
+    answer = session.post(f"{server.url}/web/logout", timeout=10)
     assert answer.status_code == 204
-    # The browser forgets the cookie; a copy of it opens nothing either.
+    # The browser forgets the cookie; a copy of it, with the key, opens nothing either.
     assert session.get(server.project_url, timeout=10).status_code == 401
-    again = requests.get(server.project_url, cookies=dict(log_in(server).cookies), timeout=10)
-    assert again.status_code == 200
+    headers = {"X-Sense-CSRF": key}
+    copy = requests.get(server.project_url, cookies=cookies, headers=headers, timeout=10)
+    assert copy.status_code == 401
+
+
+def test_the_cookie_alone_opens_nothing_and_no_route_hands_out_the_key(api, server):
+    session, key = log_in(server)
+    cookie_only = requests.Session()
+    cookie_only.cookies.update(session.cookies)
+    launch = {"master_id": server.master["id"], "startup_code": "open('pwned', 'w')"}
+    for method, path in [*PAGE_ROUTES, ("GET", server.project_url.removeprefix(server.url))]:
+        answer = cookie_only.request(method, server.url + path, timeout=10)
+        assert answer.status_code == 401, (method, path)
+        assert key not in answer.text
+    assert cookie_only.post(f"{server.project_url}/dashboards", json=launch).status_code == 401
+    assert "csrf" not in session.get(f"{server.url}/web/session", timeout=10).json()
+    assert [d["id"] for d in api("GET", "/dashboards").json()] == [server.master["id"]]
+    # An event stream, which cannot send a header, takes the key in its query.
+    url = f"{server.url}/web/events"
+    with cookie_only.get(url, params={"csrf": key}, stream=True, timeout=30) as answer:
+        assert answer.status_code == 200
+        assert next_event(events(answer), "dashboards")["snapshot"] is True
+
+
+def test_a_session_ends_after_its_idle_time_and_each_use_renews_it():
+    now = [0.0]
+    sessions = Sessions(clock=lambda: now[0])
+    session_id, session = sessions.open()
+    for _ in range(3):
+        now[0] += IDLE_SECONDS - 1
+        assert sessions.find(session_id) is session
+    now[0] += IDLE_SECONDS + 1
+    assert sessions.find(session_id) is None
+    now[0] = 0.0  # gone for good, not only out of date
+    assert sessions.find(session_id) is None
 
 
 def test_the_notebook_link_logs_in_once_and_nothing_shows_the_token(project_dir):
@@ -270,7 +322,7 @@ def test_the_notebook_link_logs_in_once_and_nothing_shows_the_token(project_dir)
         link = re.search(r"href='([^']+)'", shown).group(1)
         assert link.startswith(f"{server.url}/?login=")
         first = requests.get(link, allow_redirects=False, timeout=10)
-        assert first.status_code == 303 and "Set-Cookie" in first.headers
+        assert first.status_code == 200 and "Set-Cookie" in first.headers
         again = requests.get(link, allow_redirects=False, timeout=10)
         assert again.status_code == 401 and "Set-Cookie" not in again.headers
     assert "Open the web page" not in server._repr_html_()
@@ -278,12 +330,8 @@ def test_the_notebook_link_logs_in_once_and_nothing_shows_the_token(project_dir)
 
 def test_stop_all_workers_stops_every_worker_and_not_the_master(api, server):
     workers = [api.launch(startup_code=IDLE) for _ in range(2)]
-    session = log_in(server)
-    answer = session.post(
-        f"{server.url}/web/stop-workers",
-        headers={"X-Sense-CSRF": csrf_of(session, server)},
-        timeout=30,
-    )
+    session, _ = log_in(server)
+    answer = session.post(f"{server.url}/web/stop-workers", timeout=30)
     assert answer.status_code == 200
     assert sorted(d["id"] for d in answer.json()) == sorted(w["id"] for w in workers)
     for worker in workers:
@@ -297,7 +345,7 @@ def test_stop_all_workers_stops_every_worker_and_not_the_master(api, server):
 def test_the_event_stream_sends_the_active_dashboards_then_only_what_changes(api, server):
     ended = api.launch(name="history", startup_code="pass")
     api.wait_status(ended["id"], "stopped")
-    session = log_in(server)
+    session, _ = log_in(server)
     with session.get(f"{server.url}/web/events", stream=True, timeout=30) as answer:
         assert answer.headers["Content-Type"].startswith("text/event-stream")
         stream = events(answer)
@@ -333,7 +381,7 @@ def test_the_load_of_a_worker_counts_its_group_and_the_children_that_left_it(api
     )
     worker = api.launch(startup_code=code)
     key = str(worker["id"])
-    session = log_in(server)
+    session, _ = log_in(server)
     with session.get(f"{server.url}/web/events", stream=True, timeout=60) as answer:
         stream = events(answer)
 
@@ -350,7 +398,7 @@ def test_the_load_of_a_worker_counts_its_group_and_the_children_that_left_it(api
 
 def test_the_output_stream_starts_at_the_tail_of_a_large_log_and_earlier_pieces_load(api, server):
     worker = launch_numbered_lines(api, 60_000)
-    session = log_in(server)
+    session, _ = log_in(server)
     url = f"{server.url}/web/dashboards/{worker['id']}/output"
     with session.get(url, stream=True, timeout=30) as answer:
         stream = events(answer)
@@ -398,26 +446,32 @@ def test_a_follower_far_behind_skips_to_a_line_near_the_end_and_splits_no_charac
 # -- sense server and sense run print the page's address -------------------------------------------
 
 
-def test_sense_server_prints_the_page_address_that_logs_in(project_dir):
+def test_sense_server_prints_a_login_link_that_works_once_and_how_to_log_in_after(project_dir):
     server = sense_command("server", "--project-dir", str(project_dir), cwd=project_dir)
     try:
         address = wait_for(lambda: _page_address(server.stdout.readline()))
+        # What stays in the browser's history is dead once used: a code, not the token.
+        token = (project_dir / ".sense" / "token").read_text().strip()
+        assert token not in address
         answer = requests.get(address, allow_redirects=False, timeout=10)
-        assert answer.status_code == 303 and "Set-Cookie" in answer.headers
+        assert answer.status_code == 200 and "Set-Cookie" in answer.headers
+        again = requests.get(address, allow_redirects=False, timeout=10)
+        assert again.status_code == 401 and "Set-Cookie" not in again.headers
+        assert "paste the token" in server.stdout.readline()
     finally:
         server.terminate()
         server.communicate(timeout=30)
 
 
 def _page_address(line: str) -> str | None:
-    found = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
+    found = re.search(r"http://127\.0\.0\.1:\d+/\?login=\S+", line)
     return found.group(0) if found else None
 
 
 def test_sense_run_prints_the_page_address_on_a_terminal_and_never_into_a_pipe(project_dir):
     (project_dir / "job.py").write_text("print('job done')\n")
     piped = sense_command("run", "job.py", cwd=project_dir).communicate(timeout=60)[0]
-    assert "job done" in piped and "token=" not in piped
+    assert "job done" in piped and "login=" not in piped
     terminal, other_end = os.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSE_")}
     run = subprocess.Popen(
@@ -463,9 +517,9 @@ def context(browser):
 
 
 def open_page(context, server):
-    """The page, logged in by the token address as a user would."""
+    """The page, logged in by the link that ``sense server`` prints, as a user would."""
     page = context.new_page()
-    page.goto(token_url(server.url, server.project.info.token))
+    page.goto(server.page_link())
     page.get_by_role("heading", name="Dashboards").wait_for()
     return page
 
@@ -479,7 +533,9 @@ def row_of(page, dashboard_id: int):
 def test_the_token_address_logs_in_and_the_token_leaves_the_address_bar(context, server):
     from playwright.sync_api import expect
 
-    page = open_page(context, server)
+    page = context.new_page()
+    page.goto(token_url(server))
+    page.get_by_role("heading", name="Dashboards").wait_for()
     assert page.url == f"{server.url}/"
     assert server.project.info.token not in page.url
     expect(row_of(page, server.master["id"])).to_contain_text("running")
@@ -596,11 +652,44 @@ def test_a_cross_site_form_post_is_refused(context, api, server, other_site):
     assert not os.path.exists(os.path.join(server.project_dir, "pwned"))
 
 
+def test_a_page_on_another_port_gets_the_cookie_and_with_it_alone_nothing_answers(
+    context, api, server, other_site
+):
+    from playwright.sync_api import expect
+
+    page = open_page(context, server)
+    # Mallory's page reloads itself once, as bounce.js does: a same-site navigation, which
+    # carries the cookies of 127.0.0.1, whatever their port.
+    other_site.pages["/"] = "<script>location.replace('/?again')</script>"
+    other_site.pages["/?again"] = "<p>Thanks.</p>"
+    page.goto(other_site.url + "/")
+    page.get_by_text("Thanks.").wait_for()
+    name = f"sense-session-{server.url.rsplit(':', 1)[1]}="
+    stolen = next(cookie for cookie in other_site.cookies if name in cookie)
+    launch = {"master_id": server.master["id"], "startup_code": "open('pwned', 'w')"}
+    routes = [*PAGE_ROUTES, ("GET", server.project_url.removeprefix(server.url))]
+    for method, path in [*routes, ("POST", f"{routes[-1][1]}/dashboards")]:
+        answer = requests.request(
+            method, server.url + path, headers={"Cookie": stolen}, json=launch, timeout=10
+        )
+        assert answer.status_code == 401, (method, path, answer.text)
+    assert [d["id"] for d in api("GET", "/dashboards").json()] == [server.master["id"]]
+    assert not os.path.exists(os.path.join(server.project_dir, "pwned"))
+    # The page itself works on, after a reload and in a new tab, with no new login.
+    page.goto(f"{server.url}/")
+    expect(row_of(page, server.master["id"])).to_contain_text("running")
+    page.reload()
+    expect(row_of(page, server.master["id"])).to_contain_text("running")
+    other_tab = context.new_page()
+    other_tab.goto(f"{server.url}/")
+    expect(row_of(other_tab, server.master["id"])).to_contain_text("running")
+
+
 def test_a_token_link_followed_from_another_site_logs_in(context, server):
     # localhost and 127.0.0.1 are two sites: a notebook on one links to the page on the other.
     site = OtherSite("localhost")
     try:
-        address = token_url(server.url, server.project.info.token)
+        address = server.page_link()
         site.pages["/notebook"] = f"<a href='{address}'>Open the web page</a>"
         page = context.new_page()
         page.goto(site.url + "/notebook")
@@ -626,10 +715,12 @@ def test_the_output_view_shows_the_end_of_a_large_log_and_loads_earlier_parts(co
     page.get_by_role("button", name="Load earlier").click()
     wait_for(lambda: len(log.text_content()) > shown)
     assert _first_line_number(log.text_content()) < first
-    # The download link serves all of it, to the logged-in browser.
-    href = page.get_by_role("link", name="Download whole log").get_attribute("href")
-    whole = page.request.get(server.url + href)
-    assert whole.ok and whole.text().startswith("line 000000")
+    # The download link saves all of it, from the logged-in page.
+    with page.expect_download() as saved:
+        page.get_by_role("link", name="Download whole log").click()
+    assert saved.value.suggested_filename == f"dashboard-{worker['id']}.log"
+    with open(saved.value.path()) as whole:
+        assert whole.read().startswith("line 000000")
     api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
 
 
@@ -671,5 +762,5 @@ def test_after_a_restart_the_open_page_asks_for_the_token_again(context, project
     # Sessions live in the server's memory: the next server knows none of them.
     with LocalServer(project_dir, port=port, grace=1.0) as second:
         expect(page.get_by_label("Token")).to_be_visible()
-        page.goto(token_url(second.url, second.project.info.token))
+        page.goto(token_url(second))
         page.get_by_role("heading", name="Dashboards").wait_for()

@@ -41,6 +41,8 @@ BUILT_IN = {
     "local": "sense.local.backends.local:LocalBackend",
     "ray": "sense.local.backends.ray:RayBackend",
 }
+#: The package each built-in backend needs beyond ``sense[local]``; its extra has its name.
+NEEDS = {"ray": "ray"}
 
 #: ``on_running(dashboard_id)``: the process is up, its code about to start.
 RunningListener = Callable[[int], None]
@@ -53,6 +55,15 @@ REASONS = ("stopped", "exited", "lost")
 
 class UnknownBackendError(SenseError, LookupError):
     """No backend of that name is built in or installed."""
+
+
+class BackendNotInstalledError(SenseError, ImportError):
+    """A built-in backend whose extra is not installed: the message names the ``pip install``."""
+
+
+class NoRoomError(OSError):
+    """The backend has no room for the dashboard now: the launch is refused as one past the
+    quota is (HTTP 429), and nothing of it is left. The message says how many fit."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,15 @@ class Backend(abc.ABC):
         self._running_listeners: list[RunningListener] = []
         self._exit_listeners: list[ExitListener] = []
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Refuse options it cannot work with, before anything of the server is made.
+
+        Called with the backend's own keyword options (those :meth:`__init__` takes besides
+        the common ones); none is refused by default.
+        """
+        return None
+
     # -- reporting -------------------------------------------------------------------------------
 
     def subscribe(self, on_running: RunningListener | None, on_exit: ExitListener) -> None:
@@ -191,6 +211,8 @@ class Backend(abc.ABC):
 
         Raises
         ------
+        NoRoomError
+            There is no room for it now (a full cluster); nothing of it is left.
         OSError
             It could not be started; nothing of it is left.
         """
@@ -251,17 +273,41 @@ def load(name: str) -> type[Backend]:
     Raises
     ------
     UnknownBackendError
-        None of that name; the message lists those there are.
+        None of that name; the message lists those that can run here.
+    BackendNotInstalledError
+        A built-in one whose extra is missing (``pip install 'sense[ray]'``).
     """
-    target = BUILT_IN.get(name)
-    if target is None:
-        installed = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
-        if name not in installed:
-            known = ", ".join(sorted({*BUILT_IN, *installed}))
-            raise UnknownBackendError(f"no backend called {name!r} (there are: {known})")
+    if name in BUILT_IN:
+        return _built_in(name)
+    installed = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    if name in installed:
         return installed[name].load()
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    usable, missing = [*installed], []
+    for built_in in BUILT_IN:
+        try:
+            _built_in(built_in)
+        except BackendNotInstalledError:
+            missing.append(f"{built_in} needs pip install 'sense[{built_in}]'")
+        else:
+            usable.append(built_in)
+    known = "; ".join([", ".join(sorted(usable)), *missing])
+    raise UnknownBackendError(f"no backend called {name!r} (there are: {known})")
+
+
+def _built_in(name: str) -> type[Backend]:
+    """The built-in backend ``name``; its extra's missing package named with the fix."""
+    module_name, _, class_name = BUILT_IN[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        needed = NEEDS.get(name)
+        if needed is None or (error.name or "").partition(".")[0] != needed:
+            raise
+        raise BackendNotInstalledError(
+            f"the {name} backend needs {needed}, which is not installed: "
+            f"pip install 'sense[{name}]'"
+        ) from None
+    return getattr(module, class_name)
 
 
 def dashboard_environment(

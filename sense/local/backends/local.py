@@ -37,7 +37,7 @@ from pathlib import Path
 from sense.errors import SenseConfigError
 from sense.local.backends import Backend, LaunchSpec, Placement, dashboard_environment
 from sense.local.backends.prestart import CannotFork, ForkedProcess, ForkServer
-from sense.local.statedir import create_new, open_no_link
+from sense.local.statedir import open_no_link
 
 logger = logging.getLogger("sense.local")
 
@@ -281,14 +281,8 @@ class LocalBackend(Backend):
             )
 
     def _message(self, spec: LaunchSpec, job: Job) -> bytes:
-        """The engine's message: the job, and where its code and output go (see engine.py)."""
+        """The engine's message: the job, and where its output goes (see engine.py)."""
         extra = {}
-        if job.code:
-            # Kept while it runs, for the processes that multiprocessing spawns to read.
-            path = self.state.code_path(spec.dashboard_id)
-            path.unlink(missing_ok=True)
-            create_new(path, job.code.encode())
-            extra["file"] = str(path)
         if not spec.console:
             extra.update(log=str(self.state.log_path(spec.dashboard_id)), log_cap=self.log_cap)
         return job.message(**extra)
@@ -316,7 +310,6 @@ class LocalBackend(Backend):
         # The engine ends every process of its job before it exits (see engine.py); if it
         # was killed from outside, what is left of its process group ends here.
         _signal_group(process.popen, signal.SIGKILL)
-        self.state.code_path(dashboard_id).unlink(missing_ok=True)
         try:
             self.report_exit(dashboard_id, code, "stopped" if process.stopped else "exited")
         finally:
@@ -328,14 +321,16 @@ class LocalBackend(Backend):
         if process is None or process.ended.is_set():
             return
         process.stopped = True
-        # The engine signals every process of the job, in whatever group or session.
-        _order(process, b"stop\n")
-        if not process.ended.wait(self.grace):
-            _order(process, b"kill\n")
-            if not process.ended.wait(self.grace):
-                # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
-                _signal_group(process.popen, signal.SIGKILL)
-                process.ended.wait(self.grace)
+        # SIGTERM to the job's own process, then to every process of the job (in whatever
+        # group or session), then SIGKILL, a grace apart: a process that owns others, as
+        # dask's Nanny owns its worker, ends them its way first (the README's "Stopping").
+        for order in (b"stop\n", b"term\n", b"kill\n"):
+            _order(process, order)
+            if process.ended.wait(self.grace):
+                return
+        # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
+        _signal_group(process.popen, signal.SIGKILL)
+        process.ended.wait(self.grace)
 
     def wait(self, dashboard_id: int, timeout: float | None = None) -> int | None:
         process = self._processes.get(dashboard_id)

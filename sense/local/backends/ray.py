@@ -1,8 +1,8 @@
 """The Ray backend: dashboards placed across the nodes of a Ray cluster.
 
 The server is the Ray driver. Ray places each dashboard (a placement group
-of one bundle: one ``sense_slot`` and the CPUs of its size, spread over the
-nodes), and one long-lived agent actor per node starts it there as a process
+of one bundle: the CPUs of its size, spread over the nodes), and one
+long-lived agent actor per node starts it there as a process
 group running the same small engine as the local backend. Starting a
 process through a warm agent takes milliseconds, where an actor per
 dashboard would start a fresh Ray worker each time (seconds).
@@ -19,12 +19,20 @@ A dashboard that shares the console of ``sense run`` (its script) runs on
 the server's own node, in the server's process group as locally: an agent's
 output goes to Ray's logs, not to a terminal.
 
-Setting up the cluster: every node that may run dashboards declares how many
-at once with the custom resource ``sense_slot``, e.g.
-``ray start --address HEAD:6379 --resources '{"sense_slot": 8}'``. The
-project folder is shipped to the nodes with Ray's ``runtime_env``
-(``working_dir``), and the ``sense`` package with it (``py_modules``): a node
-needs only Ray, with the server's Python version.
+The cluster is one started the ordinary way (``ray start``): a launch that
+finds no free CPUs within ``placement_timeout`` is refused as one past the
+quota (:class:`~sense.local.backends.NoRoomError`). An operator may cap the
+dashboards of each node with the custom resource ``sense_slot`` (``ray start
+--resources '{"sense_slot": 8}'``): when a node offers it, each dashboard
+takes one too, and nodes without it run none. The project folder is shipped
+to the nodes with Ray's ``runtime_env`` (``working_dir``), and the ``sense``
+package with it (``py_modules``): a node needs only Ray, with the server's
+Python version.
+
+The server must be a driver on a node of the cluster, not a Ray Client
+(``ray://``): its dashboards call its API at its node's address, the
+script of ``sense run`` and the logs of ended dashboards live in its
+project folder, and its agents end with it (see the README).
 
 Example
 -------
@@ -57,15 +65,20 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import sense
 from sense.errors import SenseConfigError
-from sense.local.backends import Backend, LaunchSpec, Placement
+from sense.local.backends import Backend, LaunchSpec, NoRoomError, Placement
 from sense.local.backends.local import CHUNK, LocalBackend, free_port
 from sense.local.backends.ray_agent import NodeAgent
 from sense.local.statedir import StateDir, open_no_link
 
-#: The custom resource of each node that counts the dashboards it may run at once.
+#: The custom resource by which an operator caps the dashboards a node runs at once (optional).
 SLOT = "sense_slot"
 #: The CPUs a dashboard of each size reserves; a number is that many CPUs (0: none).
 CPUS = {"small": 0.5, "medium": 1.0, "large": 2.0}
+#: What a dashboard of size 0 reserves where no node offers a slot: a bundle must ask for
+#: something, and this is the least amount of a resource that Ray counts.
+LEAST_CPU = 0.0001
+#: How ``ray.init`` is told to connect as a Ray Client, which the server cannot be.
+CLIENT_SCHEME = "ray://"
 #: How long one call for an agent's news waits, in seconds.
 POLL_SECONDS = 10.0
 #: How long stop() and shutdown() wait for the news of an end they caused, in seconds: the
@@ -94,8 +107,8 @@ def cpus_for(size: str | int) -> float:
 
 
 class PlacementError(OSError):
-    """Ray found no node with room for a dashboard, or its node went away while it started:
-    it could not start, as a process that the system refuses cannot."""
+    """A dashboard's node went away while it started: it could not start, as a process that
+    the system refuses cannot."""
 
 
 @dataclass
@@ -127,19 +140,22 @@ class RayBackend(Backend):
     Parameters
     ----------
     ray_address : str, optional
-        What ``ray.init(address=...)`` takes: ``HOST:PORT`` of the head, or ``auto``.
+        What ``ray.init(address=...)`` takes: ``HOST:PORT`` of the head, or ``auto``
+        (None: ``$RAY_ADDRESS``, else a cluster started on this machine); not ``ray://``.
     placement_timeout : float
-        How long a launch waits for room on the cluster before it fails.
+        How long a launch waits for room on the cluster (Ray freeing what ended, or an
+        autoscaler adding a node) before it is refused.
     prestart : bool
         Fork dashboards from a prestarted engine on each node (on by default).
 
-    The other parameters are :class:`~sense.local.backends.Backend`'s; ``max_workers``,
-    when given, caps the quota below the cluster's ``sense_slot`` total.
+    The other parameters are :class:`~sense.local.backends.Backend`'s. The quota is
+    ``max_workers`` if given, else the ``small`` dashboards the cluster's CPUs hold; when
+    nodes offer a ``sense_slot``, it is their total, capped by ``max_workers``.
 
     Raises
     ------
     SenseConfigError
-        This process is already connected to Ray, or no node offers a ``sense_slot``.
+        This process is already connected to Ray, or ``ray_address`` is a Ray Client's.
     """
 
     name = "ray"
@@ -156,6 +172,7 @@ class RayBackend(Backend):
         prestart: bool = True,
         **options,
     ) -> None:
+        _check_address(ray_address)
         if ray.is_initialized():
             raise SenseConfigError(
                 "this process is already connected to Ray: the ray backend makes the "
@@ -193,17 +210,11 @@ class RayBackend(Backend):
             #: The address of the server's own node: where the nodes reach the server's API,
             #: and the ``project_ip`` of a master that is the server's process.
             self.server_ip = ray.util.get_node_ip_address()
-            nodes = [node for node in ray.nodes() if node["Alive"]]
-            if not any(node["Resources"].get(SLOT) for node in nodes):
-                raise SenseConfigError(
-                    f"no node of the Ray cluster offers the resource {SLOT!r}: start each "
-                    f"node that may run dashboards with ray start --resources "
-                    f"'{{\"{SLOT}\": 8}}' (8 dashboards at once there)"
-                )
+            #: Whether an operator caps dashboards per node: then only nodes with a slot run any.
+            self.slotted = any(node["Resources"].get(SLOT) for node in _alive_nodes())
             started = [
                 self._start_agent(node["NodeID"], node["NodeManagerAddress"])
-                for node in nodes
-                if node["Resources"].get(SLOT)
+                for node in self._runners()
             ]
             ray.get([node.agent.pid.remote() for node in started])
             for node in started:
@@ -219,6 +230,10 @@ class RayBackend(Backend):
 
     # -- what it accepts ----------------------------------------------------------------------
 
+    @classmethod
+    def check_options(cls, *, ray_address: str | None = None, **options) -> None:
+        _check_address(ray_address)
+
     def refusal(self, engine: str, size: str | int) -> str | None:
         if super().refusal(engine, size) is not None:
             return f"engine {engine!r} is not available: the Ray backend runs Python engines only"
@@ -226,14 +241,7 @@ class RayBackend(Backend):
             cpus = cpus_for(size)
         except ValueError as error:
             return str(error)
-        largest = max(
-            (
-                node["Resources"].get("CPU", 0.0)
-                for node in ray.nodes()
-                if node["Alive"] and node["Resources"].get(SLOT)
-            ),
-            default=0.0,
-        )
+        largest = max((node["Resources"].get("CPU", 0.0) for node in self._runners()), default=0.0)
         if cpus > largest:
             return (
                 f"no node of the Ray cluster has {cpus:g} CPUs for a dashboard of size "
@@ -242,8 +250,32 @@ class RayBackend(Backend):
         return None
 
     def capacity(self) -> int:
-        slots = int(ray.cluster_resources().get(SLOT, 0))
-        return slots if self.max_workers is None else min(slots, self.max_workers)
+        if self.slotted:
+            slots = int(ray.cluster_resources().get(SLOT, 0))
+            return slots if self.max_workers is None else min(slots, self.max_workers)
+        if self.max_workers is not None:
+            return self.max_workers
+        return int(ray.cluster_resources().get("CPU", 0) / CPUS["small"])
+
+    def _bundle(self, cpus: float) -> dict[str, float]:
+        """What a dashboard reserving ``cpus`` asks Ray for (a slot too, where nodes offer one)."""
+        bundle = {"CPU": cpus} if cpus else {}
+        if self.slotted:
+            bundle[SLOT] = 1
+        return bundle or {"CPU": LEAST_CPU}
+
+    def _no_room(self, size: str | int, bundle: dict[str, float]) -> str:
+        """Why a dashboard of ``size`` (asking for ``bundle``) is refused: how many would fit."""
+        fit = sum(
+            min(int(node["Resources"].get(name, 0) / amount) for name, amount in bundle.items())
+            for node in self._runners()
+        )
+        asked = " and ".join(f"{amount:g} {name}" for name, amount in bundle.items())
+        return (
+            f"the Ray cluster has no room for a dashboard of size {size!r} ({asked}): its "
+            f"nodes hold {fit} of that size, and none was free within "
+            f"{self.placement_timeout:g} s (see `ray status`; stop some, or add nodes)"
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -258,16 +290,11 @@ class RayBackend(Backend):
         problem = self.refusal(spec.engine, spec.size)
         if problem:
             raise ValueError(problem)
-        cpus = cpus_for(spec.size)
-        bundle = {SLOT: 1, "CPU": cpus} if cpus else {SLOT: 1}
+        bundle = self._bundle(cpus_for(spec.size))
         group = placement_group([bundle], strategy="SPREAD")
         try:
             if not group.wait(self.placement_timeout):
-                raise PlacementError(
-                    f"the Ray cluster had no room for dashboard {spec.dashboard_id} within "
-                    f"{self.placement_timeout:g} s: it needs a node with a free {SLOT} and "
-                    f"{cpus:g} free CPUs (see `ray status`)"
-                )
+                raise NoRoomError(self._no_room(spec.size, bundle))
             node = self._node(placement_group_table(group)["bundles_to_node_id"][0])
             port = ray.get(node.agent.free_port.remote())
             handle = {
@@ -395,6 +422,10 @@ class RayBackend(Backend):
 
     # -- nodes and their agents ---------------------------------------------------------------
 
+    def _runners(self) -> list[dict]:
+        """The nodes that may run dashboards: every node, or those offering a slot."""
+        return [node for node in _alive_nodes() if not self.slotted or node["Resources"].get(SLOT)]
+
     def _start_agent(self, node_id: str, ip: str) -> _Node:
         """Start the agent of node ``node_id`` (not waiting for it to be up)."""
         is_servers = node_id == self._server_node
@@ -516,6 +547,22 @@ class RayBackend(Backend):
             if not relative.startswith(os.pardir):
                 return relative
         return script
+
+
+def _check_address(address: str | None) -> None:
+    """Refuse a Ray Client's address (``ray://``, given or in ``$RAY_ADDRESS``), before any
+    connection: the server must run on a node of the cluster (see the module's text)."""
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address.startswith(CLIENT_SCHEME):
+        raise SenseConfigError(
+            f"the ray backend cannot work through Ray Client ({address}): run the server on a "
+            "node of the cluster, with --ray-address HEAD_IP:6379 (the head's GCS port) or auto"
+        )
+
+
+def _alive_nodes() -> list[dict]:
+    """The nodes of the cluster that are up, as :func:`ray.nodes` describes them."""
+    return [node for node in ray.nodes() if node["Alive"]]
 
 
 def _wait_for_agents(calls: list[ray.ObjectRef]) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 import asyncssh
 
 from sense.local.backends import dashboard_environment
+from sense.local.lobby import Lobby
 from sense.local.server import bind
 from sense.local.sshd.access import SshAccess
 from sense.local.sshd.command import Command
@@ -47,6 +48,10 @@ from sense.status import Status
 #: Seconds to wait for a dashboard's SSH processes to end once they have been killed.
 END_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
+#: Seconds a connection has to log in; connections not logged in yet, at most: past it the
+#: oldest is closed (as OpenSSH's ``LoginGraceTime`` and ``MaxStartups``).
+LOGIN_TIMEOUT = 60.0
+MAX_WAITING = 100
 
 
 class SshServer:
@@ -79,6 +84,7 @@ class SshServer:
         # as uvicorn's here, its log says only what goes wrong.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
         self.throttle = LoginThrottle()
+        self.lobby = Lobby(MAX_WAITING, LOGIN_TIMEOUT)
         self._project = None
         self._thread: threading.Thread | None = None
         # Set while serving: the loop, which other threads hand work to, and the stop signal.
@@ -161,8 +167,10 @@ class SshServer:
         await self._stopping.wait()
         acceptor.close()
         await acceptor.wait_closed()
+        self.lobby.close_all()  # the listener leaves them open, for the loop to drop
         for dashboard_id in list(self._dashboards):
             await self._end(dashboard_id)
+        # Sessions too: one cut off by the loop's end leaves asyncssh's clean-up never awaited.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=END_TIMEOUT)
 
@@ -184,6 +192,7 @@ class SshServer:
 
     async def _serve(self, channel: asyncssh.SSHServerProcess) -> None:
         """Run one session: the command asked for, else a shell."""
+        self._track(asyncio.current_task())
         try:
             await self._run(channel)
         finally:
@@ -242,7 +251,10 @@ class SshServer:
             dashboard.commands.discard(command)
             dashboard.channels.discard(channel)
 
-        task = asyncio.create_task(forget_when_done())
+        self._track(asyncio.create_task(forget_when_done()))
+
+    def _track(self, task: asyncio.Task) -> None:
+        """Have :meth:`stop` wait for ``task`` (up to ``END_TIMEOUT``)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -281,7 +293,8 @@ class _Dashboard:
 
 
 class _Login(asyncssh.SSHServer):
-    """One client connection: password logins only, throttled per client address."""
+    """One client connection: password logins only, throttled per source, waiting in the
+    server's lobby until logged in."""
 
     def __init__(self, server: SshServer) -> None:
         self._server = server
@@ -289,9 +302,14 @@ class _Login(asyncssh.SSHServer):
 
     def connection_made(self, connection: asyncssh.SSHServerConnection) -> None:
         self._connection = connection
+        self._server.lobby.enter(connection, connection.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._server.lobby.leave(self._connection)
         self._server.connection_closed(self._connection)
+
+    def auth_completed(self) -> None:
+        self._server.lobby.leave(self._connection)
 
     def begin_auth(self, username: str) -> bool:
         return True  # every login needs a password

@@ -3,7 +3,9 @@
 // It reads the project's REST API (the session cookie logs it in) and follows two
 // server-sent event streams: /web/events (dashboards that change, the quota, the load)
 // and /web/dashboards/ID/output (the output of the dashboard shown). Everything that
-// comes from the server is put in the page as text, never as HTML.
+// comes from the server is put in the page as text, never as HTML. Every request carries
+// the session's key, which the login left in this origin's storage (bounce.js): the
+// cookie alone opens nothing, as another port of this host receives it too.
 "use strict";
 
 const ENDED = new Set(["stopped", "failed"]);
@@ -16,7 +18,6 @@ const MAX_OUTPUT_CHARS = 1_000_000;
 const SVG = "http://www.w3.org/2000/svg";
 
 const state = {
-  csrf: "",
   projectUrl: "",
   show: "active",
   historyLoaded: false,
@@ -34,16 +35,26 @@ const $ = (id) => document.getElementById(id);
 
 // -- talking to the server ------------------------------------------------------------------
 
-async function request(path, options = {}) {
-  const headers = { Accept: "application/json", ...options.headers };
-  if (options.method && options.method !== "GET") {
-    headers["X-Sense-CSRF"] = state.csrf;
-  }
+// Read at each request: a login in another tab replaces the cookie and the key at once.
+const key = () => localStorage.getItem("sense-csrf") || "";
+
+// An event stream's address: an EventSource sets no header, so the key goes in the query.
+const streamUrl = (path) => `${path}?csrf=${encodeURIComponent(key())}`;
+
+async function fetchWithKey(path, options = {}) {
+  const headers = { ...options.headers, "X-Sense-CSRF": key() };
   const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (response.status === 401) {
-    window.location.replace("/");
+    // Logged out, expired, or no key here: the form, which "/" would not show with a cookie.
+    window.location.replace("/web/login");
     throw new Error("logged out");
   }
+  return response;
+}
+
+async function request(path, options = {}) {
+  const headers = { Accept: "application/json", ...options.headers };
+  const response = await fetchWithKey(path, { ...options, headers });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {
@@ -58,7 +69,6 @@ async function request(path, options = {}) {
 
 async function start() {
   const session = await request("/web/session");
-  state.csrf = session.csrf;
   state.projectUrl = session.project_url;
   const project = await request(state.projectUrl);
   $("project").textContent = `${project.owner_id} / ${project.name}`;
@@ -73,6 +83,7 @@ async function start() {
   $("logout").addEventListener("click", logout);
   $("close-output").addEventListener("click", closeOutput);
   $("load-earlier").addEventListener("click", loadEarlier);
+  $("download").addEventListener("click", download);
   $("output").addEventListener("scroll", () => {
     const pre = $("output");
     $("follow").checked = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -83,7 +94,7 @@ async function start() {
 }
 
 function connect() {
-  const source = new EventSource("/web/events");
+  const source = new EventSource(streamUrl("/web/events"));
   source.addEventListener("open", () => setConnection(true));
   source.addEventListener("dashboards", (event) => {
     const data = JSON.parse(event.data);
@@ -204,6 +215,7 @@ async function logout() {
   try {
     await request("/web/logout", { method: "POST" });
   } finally {
+    localStorage.removeItem("sense-csrf");
     window.location.replace("/");
   }
 }
@@ -509,7 +521,7 @@ function openOutput(id) {
   describeOutput();
   updateEarlier();
 
-  const source = new EventSource(`/web/dashboards/${id}/output`);
+  const source = new EventSource(streamUrl(`/web/dashboards/${id}/output`));
   out.source = source;
   source.addEventListener("start", (event) => {
     if (out.chunks.length === 0) {
@@ -540,6 +552,25 @@ function openOutput(id) {
   });
   render();
   $("output-section").scrollIntoView({ block: "nearest" });
+}
+
+// The whole log, fetched with the key (a plain link would carry the cookie alone), then saved.
+async function download(event) {
+  event.preventDefault();
+  const link = event.currentTarget;
+  try {
+    const response = await fetchWithKey(link.href);
+    if (!response.ok) {
+      throw new Error(`${response.status} ${response.statusText}`);
+    }
+    const saved = document.createElement("a");
+    saved.href = URL.createObjectURL(await response.blob());
+    saved.download = link.getAttribute("download");
+    saved.click();
+    URL.revokeObjectURL(saved.href);
+  } catch (error) {
+    notify(`Could not download the log: ${error.message}`, true);
+  }
 }
 
 function describeOutput() {
