@@ -15,7 +15,12 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from sense import proof
+
+#: The token of the benchmark's client (client_overhead.py), whose knowledge the API proves.
+TOKEN = "bench-token"
 
 DELAY = float(sys.argv[2]) if len(sys.argv) > 2 else 0.020
 dashboards: dict[int, dict] = {}
@@ -44,7 +49,11 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"{}")
 
     def do_GET(self):
-        if urlsplit(self.path).path.endswith("/dashboards"):  # list filters are ignored
+        target = urlsplit(self.path)
+        if target.path == proof.ROUTE:  # asked once per client, as of the local server
+            nonce = parse_qs(target.query).get("nonce", [""])[0]
+            self._answer(200, {"proof": proof.answer(TOKEN, nonce)})
+        elif target.path.endswith("/dashboards"):  # list filters are ignored
             with lock:
                 self._answer(200, list(dashboards.values()))
         else:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from sense import urls
+from sense import proof, urls
 from sense.errors import SenseAPIError, SenseConnectionError
 
 log = logging.getLogger("sense")
@@ -44,16 +44,17 @@ def new_session(retries: int, pool_size: int):
     import requests
     from requests.adapters import HTTPAdapter
 
+    from sense.proving import ProvingAdapter
     from sense.retry import policy
 
     session = requests.Session()
-    adapter = HTTPAdapter(
-        max_retries=policy(retries, BACKOFF_FACTOR),
-        pool_connections=4,
-        pool_maxsize=max(1, pool_size),
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    for prefix, adapter_class in (("http://", ProvingAdapter), ("https://", HTTPAdapter)):
+        adapter = adapter_class(
+            max_retries=policy(retries, BACKOFF_FACTOR),
+            pool_connections=4,
+            pool_maxsize=max(1, pool_size),
+        )
+        session.mount(prefix, adapter)
     session.headers["User-Agent"] = "sense-python"
     return session
 
@@ -63,7 +64,7 @@ def send(
     method: str,
     url: str,
     *,
-    auth: tuple[str, str],
+    auth: tuple[str, str] | None,
     timeout: Timeout,
     json: Any = None,
     params: Mapping[str, Any] | None = None,
@@ -76,7 +77,8 @@ def send(
 
     A request to this machine (localhost, 127.0.0.0/8, ::1) never goes
     through a proxy, whatever the environment's proxy variables say: a
-    proxy elsewhere cannot reach this machine's loopback.
+    proxy elsewhere cannot reach this machine's loopback. Over plain HTTP, a
+    token goes only on a connection whose server proved it knows it (:mod:`sense.proof`).
 
     Raises
     ------
@@ -91,6 +93,8 @@ def send(
     """
     import requests
 
+    from sense import proving
+
     timeout = timeout_pair(timeout)
     shown_url = urls.without_userinfo(url)
     if params:
@@ -98,7 +102,9 @@ def send(
     try:
         if urls.is_loopback(url) and url.lower().startswith("http://"):
             request = requests.Request(method.upper(), url, json=json, params=params, auth=auth)
-            response = _send_here(session, request, timeout=timeout, stream=stream)
+            token = auth[0] if proof.needed(url, auth) else None
+            with proving.expecting(token, read_timeout=timeout[1]):
+                response = _send_here(session, request, timeout=timeout, stream=stream)
         else:
             response = session.request(
                 method,
@@ -111,6 +117,9 @@ def send(
                 # A copy: requests adds the environment's settings into the dict it is given.
                 proxies=dict(NO_PROXY) if urls.is_loopback(url) else None,
             )
+    except proof.Unproven as error:
+        # Not "unreachable": a proxy's garbage is an answer that a clean-up may try again.
+        raise SenseConnectionError(f"{method} {shown_url}: {error}") from None
     except requests.RequestException as error:
         raise SenseConnectionError(
             f"{method} {shown_url}: {_connection_failure(error, url, timeout)}",

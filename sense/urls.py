@@ -48,7 +48,15 @@ def is_loopback(url: str) -> bool:
     >>> is_loopback("http://127.0.0.8:8000"), is_loopback("https://api.senseplatform.com")
     (True, False)
     """
-    host = urlsplit(url).hostname or ""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether the host name or address ``host`` (no brackets) is this machine's loopback.
+
+    >>> is_loopback_host("::1"), is_loopback_host("localhost"), is_loopback_host("10.0.0.1")
+    (True, True, False)
+    """
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

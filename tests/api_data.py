@@ -8,8 +8,11 @@ import json
 import re
 import threading
 import time
+from urllib.parse import parse_qs
 
 from werkzeug import Response
+
+from sense import proof
 
 TOKEN = "tok-3f9a"
 OWNER = "alice"
@@ -17,6 +20,27 @@ PROJECT = "cluster-demo"
 PROJECT_PATH = f"/users/{OWNER}/projects/{PROJECT}"
 MASTER_ID = 3
 BASIC_AUTH = "Basic " + base64.b64encode(f"{TOKEN}:".encode()).decode()
+
+
+def challenge_answer(target: str) -> str | None:
+    """The JSON that the local server, knowing :data:`TOKEN`, answers to ``GET target`` if it
+    is its challenge (``sense.proof``, asked before a client sends the token); else None."""
+    path, _, query = target.partition("?")
+    if path != proof.ROUTE:
+        return None
+    nonce = parse_qs(query).get("nonce", [""])[0]
+    return json.dumps({"proof": proof.answer(TOKEN, nonce)})
+
+
+def raw_challenge_answer(request: bytes) -> bytes | None:
+    """The whole HTTP answer to the raw ``request`` if it asks the challenge, else None; the
+    connection stays open for the request that follows it."""
+    method, target, *_ = [*request.split(b"\r\n", 1)[0].decode(errors="replace").split(), "", ""]
+    body = challenge_answer(target) if method == "GET" else None
+    if body is None:
+        return None
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode()
 
 
 def dashboard_json(dashboard_id: int, master_id: int | None = MASTER_ID, status: str = "running"):

@@ -16,6 +16,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from api_data import challenge_answer
+
 
 def main() -> None:
     launches = int(sys.argv[1])
@@ -28,6 +30,18 @@ def main() -> None:
 
         def log_message(self, *args):
             pass
+
+        def do_GET(self):
+            # Only the challenge, which a client asks before it sends the token.
+            body = challenge_answer(self.path)
+            if body is None:
+                self.send_error(501)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
 
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))

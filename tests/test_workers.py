@@ -26,6 +26,7 @@ from api_data import (
     LaunchCounter,
     dashboard_json,
     json_response,
+    raw_challenge_answer,
     stop_handler,
 )
 
@@ -597,12 +598,28 @@ def test_when_the_server_dies_during_a_launch_the_clean_up_gives_up_and_names_wh
     assert elapsed < workers.UNDO_SECONDS / 2
 
 
+def answer_only_the_challenge(listener: socket.socket) -> None:
+    """Answer the challenge a client asks first (``sense.proof``), then never say a word."""
+    kept = []
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:  # the listener is closed: the test is over
+            break
+        kept.append(connection)  # open, and silent after the challenge's answer
+        if answer := raw_challenge_answer(connection.recv(65536)):
+            connection.sendall(answer)
+    for connection in kept:
+        connection.close()
+
+
 def test_against_a_server_that_never_answers_a_launch_fails_within_about_one_read_timeout(
     master_env, monkeypatch
 ):
     monkeypatch.setattr(rest, "TIMEOUT", (0.5, 3.0))
     monkeypatch.setattr(workers, "UNDO_SECONDS", 0.3)
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # answers the challenge alone
+        threading.Thread(target=answer_only_the_challenge, args=(silent,), daemon=True).start()
         master_env.setenv("SENSE_API_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
         with pytest.raises(sense.LaunchError) as raised:

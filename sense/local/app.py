@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sense import __version__
+from sense import __version__, proof
 from sense.local.hosts import HostCheck
 from sense.local.models import (
     LAUNCH_FORM,
@@ -214,6 +214,18 @@ health = APIRouter(tags=["health"])
 def get_health() -> dict:
     """Ready to serve; needs no credentials."""
     return {"status": "ok"}
+
+
+@health.get(proof.ROUTE, responses={422: {"model": Error}})
+async def get_challenge(
+    request: Request, nonce: Annotated[str, Query(pattern=proof.NONCE)]
+) -> dict:
+    """The proof that this server knows the API token: an HMAC of ``nonce`` keyed by it.
+
+    Needs no credentials: a client asks it before it sends the token to a local address,
+    where another program may have taken the port of a server that has ended.
+    """
+    return {"proof": proof.answer(request.app.state.credentials.token, nonce)}
 
 
 projects = APIRouter(

@@ -506,6 +506,14 @@ def _served_from(directory: Path) -> _Server:
             f"no local Sense server is running for {directory.resolve()} "
             "(start one with `sense server` or `sense run SCRIPT`)"
         )
+    if not state.is_served_by(record.get("pid")):
+        # A server killed by SIGKILL leaves its record; its port may be anyone's by now.
+        raise SenseError(
+            f"no local Sense server runs for {directory.resolve()}: {state.server_file} names "
+            f"pid {record.get('pid')} at {record.get('url')}, which no longer serves it (a "
+            "server that was killed leaves it); the token was not sent there. Start one with "
+            "`sense server` or `sense run SCRIPT`"
+        )
     token = state.read_token()
     if token is None:
         raise SenseError(

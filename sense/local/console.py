@@ -13,6 +13,7 @@ Example
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -21,6 +22,32 @@ from sense.local.store import ACTIVE
 POLL_SECONDS = 0.1
 #: A line longer than this is shown in pieces of this many bytes.
 MAX_LINE = 64 * 1024
+
+
+#: What a worker must not send to the console, as a terminal multiplexer filters it: escape
+#: sequences (CSI; OSC such as a window title or an OSC 52 clipboard write; DCS, SOS, PM and
+#: APC strings, to their end or the line's; any other) and control characters but the tab.
+#: A carriage return or backspace would let a worker write over another's ``[worker N]``.
+_UNSAFE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|$)"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"
+)
+#: Colours and other character attributes (SGR): kept.
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
+_RESET = "\x1b[0m"
+
+
+def for_the_console(text: str) -> str:
+    r"""``text`` with its colours (SGR) kept and every other escape sequence and control
+    character (the tab aside) taken out; reset at its end if it set a colour.
+
+    >>> for_the_console("\x1b[31mred\x1b[0m\rforged\x1b]0;title\x07\tend")
+    '\x1b[31mred\x1b[0mforged\tend\x1b[0m'
+    """
+    kept = _UNSAFE.sub(lambda found: found[0] if _SGR.fullmatch(found[0]) else "", text)
+    return kept + _RESET if "\x1b" in kept else kept
 
 
 @dataclass
@@ -115,5 +142,5 @@ class LogFollower:
         self.out.flush()
 
     def _print(self, tail: _Tail, line: bytes) -> None:
-        text = line.decode(errors="replace").rstrip("\r")
+        text = for_the_console(line.decode(errors="replace").rstrip("\r"))
         self.out.write(f"[{tail.name}] {text}\n")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from sense.local import backends, context
 from sense.local.backends import Backend, LaunchSpec, Placement
 from sense.local.models import LaunchRequest
+from sense.local.statedir import DIRECTORY
 from sense.local.store import ACTIVE, Store, now
 from sense.status import Status
 
@@ -217,6 +218,13 @@ class LocalProject:
         if os.path.commonpath([project, path]) != project:
             raise Unprocessable(
                 f"startup_script: {script!r} is not in the project folder {project}"
+            )
+        state = os.path.join(project, DIRECTORY)
+        if os.path.commonpath([state, path]) == state:
+            # The token, the database and the logs: no dashboard runs what is kept there.
+            raise Unprocessable(
+                f"startup_script: {script!r} is in the project's state folder {state}, which "
+                "holds the server's own files: it should be a Python file of the project"
             )
         if not os.path.isfile(path):
             problem = "a directory" if os.path.isdir(path) else "not there"

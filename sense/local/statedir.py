@@ -61,12 +61,12 @@ class StateDir:
         self.token_file = self.path / "token"
         self._lock_fd: int | None = None
         if create:
-            self.project_dir.mkdir(parents=True, exist_ok=True)
+            _make_folders(self.project_dir)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.path, 0o700)
         # First .sense/ itself: once it is ours and closed to others, nobody else can put
-        # anything in it, and what this process creates there is safe.
-        _check_trusted(self.path)
+        # anything in it nor read what is there, and what this process creates there is safe.
+        _check_trusted(self.path, private=True)
         if create:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.log_dir, 0o700)
@@ -153,6 +153,21 @@ class StateDir:
         except (OSError, ValueError):
             return {}
 
+    def is_served_by(self, pid: object) -> bool:
+        """Whether process ``pid`` is alive and holds the project's lock: it is the server that
+        ``server.json`` names, not a stale record of one that was killed (whose port anyone
+        may have taken since)."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            info = os.stat(self.path / "lock", follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        holders = _flock_holders(info)
+        if holders is not None:
+            return pid in holders
+        return _is_locked(self.path / "lock") and _is_alive(pid)
+
     def remove_server_file(self) -> None:
         """The server is gone."""
         self.server_file.unlink(missing_ok=True)
@@ -176,6 +191,45 @@ def create_new(path: str | os.PathLike, data: bytes) -> None:
         file.write(data)
 
 
+def _flock_holders(info: os.stat_result) -> set[int] | None:
+    """The processes that hold a ``flock`` on the file of ``info``, from ``/proc/locks``
+    (Linux; None elsewhere). Read, not tried: trying would take the lock for a moment."""
+    try:
+        with open("/proc/locks") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 20918 fe:00:2147297 0 EOF"
+    return {
+        int(fields[4])
+        for fields in map(str.split, lines)
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device
+    }
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether another process holds ``path``'s lock: a non-blocking try fails."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # which lets go of the lock, if this took it
+    return False
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: not the server of this user's project
+        return False
+    return True
+
+
 def _entries(directory: Path):
     """Every path under ``directory``, at any depth, without following symbolic links."""
     with os.scandir(directory) as found:
@@ -185,21 +239,36 @@ def _entries(directory: Path):
                 yield from _entries(Path(entry.path))
 
 
-def _check_trusted(path: Path) -> None:
-    """Refuse ``path`` unless it is the current user's, writable by nobody else, and no link."""
+def _make_folders(path: Path) -> None:
+    """Make ``path`` and its missing parents, mode 0755 at most: a folder that others may
+    write lets them plant a ``.sense/`` (``mkdir -p`` gives 0777 under umask 000)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o755)  # the umask may take more away, never add
+
+
+def _check_trusted(path: Path, *, private: bool = False) -> None:
+    """Refuse ``path`` unless it is the current user's, writable by nobody else, and no link;
+    if ``private``, open to nobody else at all."""
     info = os.lstat(path)
     me = os.geteuid()
+    mode = stat.S_IMODE(info.st_mode)
+    planted = "refusing to use this project's state, which another user could have planted"
     if stat.S_ISLNK(info.st_mode):
-        problem, remedy = "is a symbolic link", f"remove {path}"
+        problem, remedy = f"is a symbolic link: {planted}", f"remove {path}"
     elif info.st_uid != me:
-        problem = f"belongs to user id {info.st_uid}, not to you (user id {me})"
+        problem = f"belongs to user id {info.st_uid}, not to you (user id {me}): {planted}"
         remedy = f"remove {path}"
     elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+        problem = f"is writable by other users (mode {mode:o}): {planted}"
         remedy = f"check it, then `chmod -R go-w {path}`"
+    elif private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problem = (
+            f"is open to other users (mode {mode:o}): refusing to use this project's state, "
+            "where they could read the token, the dashboards' environments and logs"
+        )
+        remedy = f"`chmod 700 {path}`, and remove {path / 'token'} for a new token"
     else:
         return
-    raise UntrustedStateError(
-        f"{path} {problem}: refusing to use this project's state, which another user could "
-        f"have planted; {remedy}"
-    )
+    raise UntrustedStateError(f"{path} {problem}; {remedy}")

@@ -27,6 +27,7 @@ P = "/users/{owner_id}/projects/{project_id}"
 #: Every operation of the API, as OpenAPI names it (a test checks that the list is complete).
 OPERATIONS = [
     ("GET", "/health"),
+    ("GET", "/challenge"),
     ("GET", P),
     ("GET", f"{P}/dashboards"),
     ("POST", f"{P}/dashboards"),
@@ -36,6 +37,9 @@ OPERATIONS = [
     ("GET", f"{P}/dashboards/{{dashboard_id}}/workers"),
     ("GET", f"{P}/dashboards/{{dashboard_id}}/logs"),
 ]
+#: The operations that need no credentials: readiness, and the proof that the server knows
+#: the token, which a client asks before it sends the token (README, Settings).
+OPEN = OPERATIONS[:2]
 #: The project's directory name, and so its id: one that no error message would say by chance.
 TARGET = "abuse-target"
 #: A startup script of the project: a launch names a file of the project, or is a 422.
@@ -195,8 +199,9 @@ def test_no_route_but_health_answers_without_the_right_credentials(target, auth,
         url = target.url + real_path(path, target)
         body = {"status": "stopped"} if method in ("PATCH", "POST") else None
         answer = requests.request(method, url, headers=headers, json=body, timeout=10)
-        if (method, path) == ("GET", "/health"):
-            assert answer.status_code == 200
+        if (method, path) in OPEN:
+            assert answer.status_code == (200 if path == "/health" else 422)  # no nonce
+            assert auth[0] not in answer.text
             continue
         assert answer.status_code == 401, (method, path, answer.text)
         assert set(answer.json()) == {"error"}, (method, path)
@@ -212,7 +217,7 @@ def test_openapi_documents_basic_auth_and_an_error_object_for_every_error(target
         iter(schema["components"]["securitySchemes"].values())
     ).items()
     error = {"$ref": "#/components/schemas/Error"}
-    for method, path in OPERATIONS[1:]:
+    for method, path in OPERATIONS[len(OPEN) :]:
         operation = schema["paths"][path][method.lower()]
         assert operation["security"], (method, path)
         for status in ("400", "401", "404", "409", "413", "422", "429"):
@@ -280,7 +285,7 @@ ELSEWHERE = {
 
 @pytest.mark.parametrize("where", list(ELSEWHERE))
 def test_another_owners_project_is_not_found_on_any_route(target, auth, where):
-    for method, path in OPERATIONS[1:]:
+    for method, path in OPERATIONS[len(OPEN) :]:
         body = {"status": "stopped"} if method == "PATCH" else {"startup_code": "pass"}
         url = target.url + real_path(path, target, **ELSEWHERE[where])
         answer = requests.request(method, url, json=body, auth=auth, timeout=10)
@@ -293,7 +298,9 @@ def test_another_owners_project_is_not_found_on_any_route(target, auth, where):
 
 
 @pytest.mark.parametrize(
-    ("method", "path"), OPERATIONS[1:], ids=[f"{m} {p}" for m, p in OPERATIONS[1:]]
+    ("method", "path"),
+    OPERATIONS[len(OPEN) :],
+    ids=[f"{m} {p}" for m, p in OPERATIONS[len(OPEN) :]],
 )
 def test_another_owners_project_answers_as_one_that_exists_nowhere(target, auth, method, path):
     """The answer for an owner's project of the served name tells no more than for any name."""

@@ -410,6 +410,8 @@ def test_the_token_and_the_password_show_in_no_repr(project_dir):
         ("../outside.py", "is not in the project folder"),
         ("/etc/hostname", "is not in the project folder"),
         ("link.py", "is not in the project folder"),
+        (".sense/token", "is in the project's state folder"),
+        ("tools/../.sense/sense.db", "is in the project's state folder"),
     ],
 )
 def test_a_startup_script_that_is_no_file_of_the_project_is_refused_at_launch(

@@ -80,6 +80,37 @@ def test_state_others_can_write_is_refused(used_project, entry, bits):
     refused(used_project, "writable by other users", "chmod -R go-w")
 
 
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o701])
+def test_state_others_can_read_or_enter_is_refused(used_project, mode):
+    path = used_project / ".sense"
+    path.chmod(mode)
+    refused(used_project, str(path.resolve()), f"open to other users (mode {mode:o})", "chmod 700")
+
+
+def test_a_server_keeps_its_state_closed_to_others_and_starts_again_under_umask_000(tmp_path):
+    project = tmp_path / "made" / "by the server"
+    old = os.umask(0)
+    try:
+        for _ in range(2):
+            with LocalServer(project, grace=1.0) as server:
+                server.attach(set_environ=False)
+                api = Api(server)
+                api.wait_status(api.launch(startup_code="print('hi')")["id"], "stopped")
+    finally:
+        os.umask(old)
+    # Folders the server made are not for others to write; what .sense/ holds is its own.
+    assert stat.S_IMODE(project.stat().st_mode) == 0o755
+    assert stat.S_IMODE(project.parent.stat().st_mode) == 0o755
+    state = project / ".sense"
+    modes = {
+        str(path.relative_to(state)): stat.S_IMODE(path.lstat().st_mode)
+        for path in [state, *state.rglob("*")]
+    }
+    assert {"logs/forkserver.log", "logs/2.log", "sense.db", "token"} <= modes.keys()
+    wanted = {name: 0o700 if (state / name).is_dir() else 0o600 for name in modes}
+    assert modes == wanted
+
+
 def test_a_symbolic_link_planted_in_the_logs_is_refused(used_project, tmp_path):
     target = tmp_path / "precious"
     target.write_text("precious\n")

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from sense.local.statedir import open_no_link
+
 logger = logging.getLogger("sense.local")
 
 FORKSERVER = str(Path(__file__).parent.parent / "forkserver.py")
@@ -104,7 +106,8 @@ class ForkServer:
     def __init__(self, python: str, environment: Mapping[str, str], log_path) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            with open(log_path, "ab") as log:
+            # 0600 and no symbolic link, whatever the umask: .sense/ holds only such files.
+            with open_no_link(log_path, "ab") as log:
                 self.process = subprocess.Popen(
                     [python, FORKSERVER, "--fd", str(theirs.fileno())],
                     cwd="/",
