@@ -1,0 +1,104 @@
+"""ipyparallel on sense workers: ``ipyparallel.Cluster(engines="sense")``, real engines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import cloudpickle
+import psutil
+import pytest
+from conftest import sense_command
+from frameworks_support import worker_dashboards
+from waiting import wait_for
+
+import sense
+
+ipp = pytest.importorskip("ipyparallel", reason="sense[ipyparallel] is not installed")
+
+pytestmark = pytest.mark.timeout(180)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def dashboard_id() -> int:
+    """What an engine runs to tell its dashboard."""
+    return int(os.environ["SENSE_DASHBOARD_ID"])
+
+
+@pytest.fixture
+def profile_dir(tmp_path):
+    """An IPython profile of the test's own: ipyparallel keeps its cluster files there."""
+    return str(tmp_path / "profile")
+
+
+def test_engines_sense_run_map_sync_on_worker_dashboards_and_stop_with_the_cluster(
+    local_master, profile_dir
+):
+    cluster = ipp.Cluster(engines="sense", n=3, profile_dir=profile_dir)
+    rc = cluster.start_and_connect_sync()
+    # This module is no module the engines can import: send its functions by value, as
+    # functions defined in a notebook or a script (__main__) are sent.
+    rc[:].use_cloudpickle()
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        assert rc.ids == [0, 1, 2]
+        assert rc[:].map_sync(lambda x: x * x, range(100)) == [x * x for x in range(100)]
+        ids = sorted(rc[:].apply_sync(dashboard_id))
+        assert ids == sorted(d["id"] for d in worker_dashboards())
+        pids = rc[:].apply_sync(os.getpid)
+        cluster.stop_engines_sync()
+        # Stopped when stop_engines returns, and ipyparallel was told.
+        assert worker_dashboards() == []
+        assert cluster.engines == {}
+    finally:
+        rc.close()
+        cluster.stop_cluster_sync()
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 10)
+    assert alive == []
+    ended = sense.Client().getDashboards(master_id=local_master.master["id"])
+    assert sorted(d["id"] for d in ended) == ids
+    assert {d["status"] for d in ended} == {"stopped"}
+
+
+def test_engines_shut_down_by_the_client_are_seen_as_ended(local_master, profile_dir):
+    cluster = ipp.Cluster(engines="sense", n=2, profile_dir=profile_dir)
+    rc = cluster.start_and_connect_sync()
+    try:
+        [engines] = cluster.engines.values()
+        rc.shutdown(targets="all", block=True)
+        wait_for(lambda: engines.state == "after", 30, what="the launcher to see the engines end")
+        assert worker_dashboards() == []
+        # Each engine's exit status, as ipengine ends after a shutdown (1, also without sense).
+        assert sorted(engines.stop_data["engines"]) == sorted(engines.start_data)
+    finally:
+        rc.close()
+        cluster.stop_cluster_sync()
+
+
+def test_a_controller_on_loopback_is_refused_for_engines_elsewhere(
+    local_master, profile_dir, monkeypatch
+):
+    # This dashboard's project address is not loopback (as on a Ray cluster of hosts), and
+    # the controller listens on ipyparallel's default, 127.0.0.1: no engine could reach it.
+    monkeypatch.setenv("SENSE_PROJECT_IP", "192.0.2.10")
+    cluster = ipp.Cluster(engines="sense", n=2, profile_dir=profile_dir)
+    try:
+        with pytest.raises(Exception, match=r"controller_ip='192\.0\.2\.10'"):
+            cluster.start_cluster_sync()
+        assert worker_dashboards() == []
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def test_the_ipyparallel_example_runs_under_sense_run(project_dir):
+    shutil.copy(EXAMPLES / "ipyparallel_cluster.py", project_dir)
+    run = sense_command("run", "ipyparallel_cluster.py", cwd=project_dir)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    assert "engines: [0, 1, 2, 3] on worker dashboards [2, 3, 4, 5]" in output
+    assert "each engine runs in its dashboard: True" in output
+    assert "the sum of 100 squares: 328350" in output
+    assert "after stop_engines, worker dashboards: []" in output
