@@ -33,6 +33,8 @@ from sense.local.backends import LaunchSpec, Placement
 from sense.local.statedir import StateDir
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: The ``sense`` command, run with this interpreter.
+SENSE = [sys.executable, "-c", "import sys; from sense.local.cli import main; sys.exit(main())"]
 #: The nodes of the session's cluster (``backends/conftest.py``).
 NODES = 3
 #: Each dashboard's context carries its test's mark, by which its processes are found.
