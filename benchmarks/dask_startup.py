@@ -13,17 +13,15 @@ each worker a process its Nanny spawns. Both: the cluster, a ``Client``, and one
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cluster_startup import SenseCluster as LocalProject  # noqa: E402
-from cluster_startup import dask_time  # noqa: E402
+from cluster_startup import dask_cluster_time, dask_time  # noqa: E402
 
 SIZES = (4, 16)
 RUNS = 3
@@ -31,18 +29,11 @@ NAMES = ("sense", "local")
 
 
 def sense_time(n: int) -> float:
-    from dask.distributed import Client
-
     from sense.dask import SenseCluster
 
-    started = time.perf_counter()
-    cluster = SenseCluster(n_workers=n, scheduler_options={"dashboard": False})
-    client = Client(cluster)
-    client.run(os.getpid)  # runs on every worker
-    elapsed = time.perf_counter() - started
-    client.close()
-    cluster.close()
-    return elapsed
+    return dask_cluster_time(
+        lambda: SenseCluster(n_workers=n, scheduler_options={"dashboard": False})
+    )
 
 
 def measure() -> dict[str, dict[int, float]]:

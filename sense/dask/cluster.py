@@ -147,14 +147,18 @@ class SenseWorker(ProcessInterface):
 
 
 def _threads(size: str | int) -> int:
-    cpus = SIZE_CPUS.get(size, size) if isinstance(size, str) else size
-    return max(1, math.ceil(cpus)) if isinstance(cpus, (int, float)) else 1
+    return max(1, math.ceil(SIZE_CPUS.get(size, size)))
 
 
 def _check(n_workers: Any, size: Any, env: Any, worker_options: Any) -> None:
     """Refuse bad arguments before anything starts (and on a worker, where none may launch)."""
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0:
         raise ValueError(f"n_workers must be an int >= 0, not {n_workers!r}")
+    # The sizes of the REST API (a launch refuses any other, but only once the scheduler runs).
+    if size not in SIZE_CPUS and not (type(size) is int and 0 <= size <= 16):
+        raise ValueError(
+            f"size must be 'small', 'medium', 'large' or an int from 0 to 16, not {size!r}"
+        )
     workers._check_launch_args(1, size, "sense-ipython-engine", "", "", env)
     if not isinstance(worker_options, Mapping):
         raise ValueError(
@@ -234,11 +238,12 @@ class SenseCluster(SpecCluster):
         # Quiet as LocalCluster is by default: dask's INFO lines on the master and, through
         # the worker dashboards' output, on the console of `sense run`.
         dask_options.setdefault("silence_logs", logging.WARN)
+        worker_options = {} if worker_options is None else worker_options
+        _check(n_workers, size, env, worker_options)
         worker_options = {
             "nthreads": _threads(size),
             "silence_logs": dask_options["silence_logs"],
-        } | dict(worker_options or {})
-        _check(n_workers, size, env, worker_options)
+        } | dict(worker_options)
         client = sense.Client() if client is None else client
         # The scheduler listens where the workers reach this dashboard, and only there.
         here = sense.networkInfo()["project_ip"]

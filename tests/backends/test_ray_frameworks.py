@@ -8,16 +8,14 @@ listening on its node's address.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 
 import cloudpickle
 import psutil
 import pytest
-from backend_support import EXAMPLES, SENSE
+from backend_support import sense_run
 from frameworks_support import (
     check_a_map_and_an_array_reduction,
     check_nothing_left,
@@ -101,16 +99,7 @@ def test_ray_ipyparallel_engines_run_on_the_nodes_and_stop(ray_master, tmp_path)
     ],
 )
 def test_ray_the_examples_run_under_sense_run(ray_cluster, project_dir, example, line):
-    shutil.copy(EXAMPLES / example, project_dir)
-    run = subprocess.run(
-        [*SENSE, "run", "--backend", "ray", "--ray-address", ray_cluster.address, example],
-        cwd=project_dir,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stdout
-    assert "the sum of 100 squares: 328350" in run.stdout
-    assert line in run.stdout
+    address = ray_cluster.address
+    output = sense_run(example, project_dir, "--backend", "ray", "--ray-address", address)
+    assert "the sum of 100 squares: 328350" in output
+    assert line in output

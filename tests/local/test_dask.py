@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
+from backend_support import sense_run
 from conftest import sense_command
 from frameworks_support import (
     check_a_map_and_an_array_reduction,
@@ -26,8 +25,6 @@ import sense
 distributed = pytest.importorskip("distributed", reason="sense[dask] is not installed")
 
 pytestmark = pytest.mark.timeout(180)
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
@@ -100,6 +97,7 @@ def test_bad_arguments_are_refused_before_anything_starts(local_master):
     for arguments, problem in [
         ({"n_workers": -1}, "n_workers"),
         ({"size": None}, "size"),
+        ({"size": "huge"}, "size must be 'small', 'medium', 'large' or an int from 0 to 16"),
         ({"env": {"A": 1}}, "env"),
         ({"worker_options": {"plugin": object()}}, "worker_options must be JSON"),
     ]:
@@ -120,10 +118,7 @@ def test_a_worker_that_cannot_start_fails_the_cluster_with_its_output(local_mast
 
 
 def test_the_dask_example_runs_under_sense_run(project_dir):
-    shutil.copy(EXAMPLES / "dask_cluster.py", project_dir)
-    run = sense_command("run", "dask_cluster.py", cwd=project_dir)
-    output, _ = run.communicate(timeout=120)
-    assert run.returncode == 0, output
+    output = sense_run("dask_cluster.py", project_dir)
     assert "dask workers listen on ['127." in output
     assert "worker dashboards: [2, 3, 4, 5]" in output
     assert "the sum of 100 squares: 328350" in output

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from pathlib import Path
 
 import cloudpickle
 import psutil
 import pytest
-from conftest import sense_command
+from backend_support import sense_run
 from frameworks_support import worker_dashboards
 from waiting import wait_for
 
@@ -19,8 +17,6 @@ import sense
 ipp = pytest.importorskip("ipyparallel", reason="sense[ipyparallel] is not installed")
 
 pytestmark = pytest.mark.timeout(180)
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def dashboard_id() -> int:
@@ -94,10 +90,7 @@ def test_a_controller_on_loopback_is_refused_for_engines_elsewhere(
 
 
 def test_the_ipyparallel_example_runs_under_sense_run(project_dir):
-    shutil.copy(EXAMPLES / "ipyparallel_cluster.py", project_dir)
-    run = sense_command("run", "ipyparallel_cluster.py", cwd=project_dir)
-    output, _ = run.communicate(timeout=120)
-    assert run.returncode == 0, output
+    output = sense_run("ipyparallel_cluster.py", project_dir)
     assert "engines: [0, 1, 2, 3] on worker dashboards [2, 3, 4, 5]" in output
     assert "each engine runs in its dashboard: True" in output
     assert "the sum of 100 squares: 328350" in output
