@@ -223,9 +223,6 @@ def test_the_cluster_notebook_runs_from_top_to_bottom(tmp_path, clean_kernel_env
 
 
 def test_dask_and_ipyparallel_clusters_run_from_a_kernels_cells(local_kernel, tmp_path):
-    pytest.importorskip("distributed", reason="sense[dask] is not installed")
-    pytest.importorskip("ipyparallel", reason="sense[ipyparallel] is not installed")
-
     def run(code: str) -> str:
         cell = local_kernel.run(code)
         assert cell.error is None, cell.stream("stderr")

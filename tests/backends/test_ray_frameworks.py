@@ -13,6 +13,8 @@ import sys
 import time
 
 import cloudpickle
+import distributed
+import ipyparallel as ipp
 import psutil
 import pytest
 from backend_support import sense_run
@@ -45,7 +47,6 @@ def ray_master(ray_cluster, project_dir, monkeypatch):
 
 
 def test_ray_a_dask_cluster_computes_scales_survives_a_kill_and_leaves_nothing(ray_master):
-    distributed = pytest.importorskip("distributed", reason="sense[dask] is not installed")
     from sense.dask import SenseCluster
 
     assert ray_master.master["project_ip"] == node_ip(0)
@@ -68,7 +69,6 @@ def test_ray_a_dask_cluster_computes_scales_survives_a_kill_and_leaves_nothing(r
 
 
 def test_ray_ipyparallel_engines_run_on_the_nodes_and_stop(ray_master, tmp_path):
-    ipp = pytest.importorskip("ipyparallel", reason="sense[ipyparallel] is not installed")
     here = sense.networkInfo()["project_ip"]
     cluster = ipp.Cluster(
         engines="sense", n=3, controller_ip=here, profile_dir=str(tmp_path / "profile")

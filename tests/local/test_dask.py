@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import distributed
 import psutil
 import pytest
 from backend_support import sense_run
@@ -21,8 +22,6 @@ from frameworks_support import (
 from waiting import wait_for
 
 import sense
-
-distributed = pytest.importorskip("distributed", reason="sense[dask] is not installed")
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import cloudpickle
+import ipyparallel as ipp
 import psutil
 import pytest
 from backend_support import sense_run
@@ -13,8 +15,6 @@ from frameworks_support import worker_dashboards
 from waiting import wait_for
 
 import sense
-
-ipp = pytest.importorskip("ipyparallel", reason="sense[ipyparallel] is not installed")
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -95,3 +95,26 @@ def test_the_ipyparallel_example_runs_under_sense_run(project_dir):
     assert "each engine runs in its dashboard: True" in output
     assert "the sum of 100 squares: 328350" in output
     assert "after stop_engines, worker dashboards: []" in output
+
+
+def test_a_launcher_restored_from_its_dict_follows_the_same_engines(local_master, profile_dir):
+    from ipyparallel.cluster.launcher import LauncherError, NotRunning
+
+    from sense.ipyparallel import SenseEngineSetLauncher
+
+    cluster = ipp.Cluster(engines="sense", n=2, profile_dir=profile_dir)
+    rc = cluster.start_and_connect_sync()
+    try:
+        [engines] = cluster.engines.values()
+        restored = SenseEngineSetLauncher.from_dict(engines.to_dict())
+        assert restored.dashboards == engines.dashboards
+        with pytest.raises(LauncherError, match="cannot be sent signal 2"):
+            cluster.signal_engines_sync(signal.SIGINT)
+        cluster.signal_engines_sync(signal.SIGTERM)  # a stop, as ipyparallel's own launchers
+        assert worker_dashboards() == []
+        wait_for(lambda: restored.state == "after", 30, what="the restored launcher to see it")
+        with pytest.raises(NotRunning):
+            SenseEngineSetLauncher.from_dict(engines.to_dict())
+    finally:
+        rc.close()
+        cluster.stop_cluster_sync()
