@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from sense.errors import SenseConnectionError
 from sense.status import ENDED
 
 if TYPE_CHECKING:
@@ -27,6 +28,23 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.1
 #: How much of a dashboard's output an error shows, at the most (bytes).
 TAIL_BYTES = 4000
+
+
+def pinned_client() -> Client:
+    """This dashboard's client, its project's URL and credentials read once, now.
+
+    A framework's cluster may outlive the environment it started in: ``sense.local.stop()``
+    takes the ``SENSE_*`` variables back, and the cluster still has its dashboards to end.
+
+    Examples
+    --------
+    >>> client = pinned_client()  # doctest: +SKIP
+    """
+    from sense.client import Client
+
+    here = Client()
+    credentials = here.getAuth()
+    return Client(url=here.project_url(), auth=(credentials["user"], credentials["pass"]))
 
 
 async def launch(
@@ -60,21 +78,28 @@ def ended(client: Client, dashboards: Sequence[dict]) -> dict[int, dict]:
 def _end(client: Client, dashboards: Sequence[dict], grace: float) -> None:
     deadline = time.monotonic() + grace
     left = list(dashboards)
-    while left:
-        gone = ended(client, left)
-        left = [dashboard for dashboard in left if dashboard["id"] not in gone]
-        if not left or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_INTERVAL)
-    if left:
-        client.stopWorkers(*left)
+    try:
+        while left:
+            gone = ended(client, left)
+            left = [dashboard for dashboard in left if dashboard["id"] not in gone]
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL)
+        if left:
+            client.stopWorkers(*left)
+    except SenseConnectionError as error:
+        if not error.unreachable:
+            raise
+        # No server answers: the dashboards ended with it (the README's "Nothing outlives
+        # its owner"), and there is nothing left to stop.
 
 
 async def end(client: Client, dashboards: Sequence[dict], grace: float) -> None:
     """Give ``dashboards`` ``grace`` seconds to end by themselves, then stop the rest.
 
     The framework has asked its worker to close by then: a stop (SIGTERM to each of its
-    processes, see the README's "Stopping") is for one that did not.
+    processes, see the README's "Stopping") is for one that did not. A server that no longer
+    answers at all has ended them already.
 
     Examples
     --------

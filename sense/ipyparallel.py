@@ -29,6 +29,7 @@ from traitlets import Unicode as UnicodeTrait
 
 import sense
 from sense import frameworks
+from sense.errors import SenseConnectionError
 
 #: How often the launcher asks whether its engines' dashboards have ended (seconds).
 WATCH_INTERVAL = 0.5
@@ -97,9 +98,10 @@ class SenseEngineSetLauncher(EngineLauncher):
 
     @property
     def client(self) -> sense.Client:
-        """The sense client that launches and stops the dashboards (this dashboard's)."""
+        """The sense client that launches and stops the dashboards (this dashboard's, its
+        project's URL and credentials read at the first call)."""
         if self._client is None:
-            self._client = sense.Client()
+            self._client = frameworks.pinned_client()
         return self._client
 
     def find_args(self) -> list[str]:
@@ -127,12 +129,15 @@ class SenseEngineSetLauncher(EngineLauncher):
 
     def _until_ended(self) -> None:
         """Tell ipyparallel once every engine has ended (stopped, or shut down by a client)."""
-        while True:
-            gone = frameworks.ended(self.client, self.dashboards)
-            if len(gone) == len(self.dashboards):
-                break
-            time.sleep(self.watch_interval)
-        self._output = self._read_output()
+        try:
+            while len(gone := frameworks.ended(self.client, self.dashboards)) < len(
+                self.dashboards
+            ):
+                time.sleep(self.watch_interval)
+            self._output = self._read_output()
+        except SenseConnectionError:
+            # No server answers any more: the engines ended with it, how is not known.
+            gone = {d["id"]: {"exit_code": None, "status": "failed"} for d in self.dashboards}
         engines = {i: {"exit_code": d["exit_code"], "status": d["status"]} for i, d in gone.items()}
         failed = [e["exit_code"] for e in engines.values() if e["status"] != "stopped"]
         stop_data = {"exit_code": failed[0] if failed else 0, "engines": engines}

@@ -244,7 +244,7 @@ class SenseCluster(SpecCluster):
             "nthreads": _threads(size),
             "silence_logs": dask_options["silence_logs"],
         } | dict(worker_options)
-        client = sense.Client() if client is None else client
+        client = frameworks.pinned_client() if client is None else client
         # The scheduler listens where the workers reach this dashboard, and only there.
         here = sense.networkInfo()["project_ip"]
         scheduler = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -161,3 +162,14 @@ def test_a_stop_of_a_worker_dashboard_closes_its_dask_worker_as_dask_does(local_
         wait_for(lambda: dask_worker_hosts(client) == [second["project_ip"]], 30)
         assert client.submit(sum, [1, 2]).result() == 3
     assert list(scratch.glob("*/worker-*")) == []
+
+
+def test_a_cluster_closed_after_its_server_stopped_closes_quietly(local_master, scratch, caplog):
+    cluster = cluster_of(1, scratch)
+    with distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+    sense.local.stop()  # the server, and with it every dashboard, ends first
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 10)
+    assert alive == []
+    cluster.close()  # nothing left to stop: no error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -118,3 +118,16 @@ def test_a_launcher_restored_from_its_dict_follows_the_same_engines(local_master
     finally:
         rc.close()
         cluster.stop_cluster_sync()
+
+
+def test_engines_whose_server_stopped_are_seen_as_ended(local_master, profile_dir):
+    cluster = ipp.Cluster(engines="sense", n=1, profile_dir=profile_dir)
+    rc = cluster.start_and_connect_sync()
+    [engines] = cluster.engines.values()
+    pids = rc[:].apply_sync(os.getpid)
+    rc.close()
+    sense.local.stop()  # the server, and with it every dashboard, ends first
+    wait_for(lambda: engines.state == "after", 30, what="the launcher to see the engines end")
+    cluster.stop_cluster_sync()
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 10)
+    assert alive == []
