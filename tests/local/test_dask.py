@@ -45,6 +45,7 @@ def test_a_map_and_an_array_reduction_run_on_worker_dashboards(local_master, scr
     with cluster_of(2, scratch) as cluster, distributed.Client(cluster) as client:
         # The constructor returned with its workers there, each on its dashboard's address.
         dashboards = wait_until_dashboards_match(client, 2, timeout=0)
+        assert sorted(d["id"] for d in cluster.dashboards) == sorted(d["id"] for d in dashboards)
         assert cluster.scheduler_address.startswith(f"tcp://{local_master.master['project_ip']}:")
         check_a_map_and_an_array_reduction(client)
         pids = list(client.run(os.getpid).values())
