@@ -35,12 +35,21 @@ from sense.errors import SenseConnectionError
 WATCH_INTERVAL = 0.5
 
 
+#: What ipengine raises when it stops on SIGTERM, its event loop ended before its start
+#: returned (ipyparallel 9 with ipykernel 7): its own way to stop, not a failure.
+STOPPED_ENGINE = "Event loop stopped before Future completed"
+
+
 def _startup_code(argv: list[str]) -> str:
     # Guarded: a process that multiprocessing spawns from the dashboard runs the code again.
     return (
         "from ipyparallel.engine.app import IPEngine\n"
         "if __name__ == '__main__':\n"
-        f"    IPEngine.launch_instance(argv={argv!r})\n"
+        "    try:\n"
+        f"        IPEngine.launch_instance(argv={argv!r})\n"
+        "    except RuntimeError as error:\n"
+        f"        if {STOPPED_ENGINE!r} not in str(error):\n"
+        "            raise\n"
     )
 
 
@@ -85,6 +94,13 @@ class SenseEngineSetLauncher(EngineLauncher):
         default_value="small",
         config=True,
         help="The size of each engine's dashboard: 'small', 'medium', 'large' or an int.",
+    )
+    engine_args = List(
+        ["--log-level=WARN"],
+        config=True,
+        help="Command-line arguments of ipengine. By default its log shows warnings and worse "
+        "only: it is the dashboard's output, which `sense run` shows on its console (ipyparallel's "
+        "own launchers write it to a file).",
     )
     watch_interval = Float(
         WATCH_INTERVAL, config=True, help="Seconds between two looks at the engines' dashboards."

@@ -41,13 +41,9 @@ async def serve(scheduler: str, options: dict) -> None:
     >>> asyncio.run(serve("tcp://127.0.0.2:8786", options))  # doctest: +SKIP
     """
     from distributed import Worker
-    from distributed.utils import silence_logging_cmgr
 
-    level = options.pop("silence_logs", None)
-    quiet = silence_logging_cmgr(level) if level else contextlib.nullcontext()
-    with quiet:
-        async with Worker(scheduler, **options) as worker:
-            await _until_closed(worker)
+    async with Worker(scheduler, **options) as worker:
+        await _until_closed(worker)
 
 
 async def _until_closed(worker) -> None:
@@ -69,7 +65,12 @@ def main() -> None:
     --------
     >>> main()  # doctest: +SKIP
     """
+    from distributed.utils import silence_logging_cmgr
+
     options = json.loads(os.environ[OPTIONS])
     scheduler = options.pop("scheduler")
     options.setdefault("host", sense.networkInfo()["project_ip"])
-    asyncio.run(serve(scheduler, options))
+    level = options.pop("silence_logs", None)
+    # Around the whole run: the worker's connections log their end after it has closed.
+    with silence_logging_cmgr(level) if level else contextlib.nullcontext():
+        asyncio.run(serve(scheduler, options))

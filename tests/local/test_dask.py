@@ -126,6 +126,8 @@ def test_the_dask_example_runs_under_sense_run(project_dir):
     assert "the mean of 0 .. 9,999,999: 4999999.5" in output
     assert "scaled down to 2 workers" in output
     assert "after close, worker dashboards: []" in output
+    # Quiet as LocalCluster: none of dask's INFO lines, neither the master's nor the workers'.
+    assert " - INFO - " not in output
 
 
 MASTER_THAT_ENDS = """\
