@@ -129,19 +129,29 @@ def ipyparallel_time(n: int) -> float:
     return elapsed
 
 
-def dask_time(n: int) -> float:
-    from dask.distributed import Client, LocalCluster
+def dask_cluster_time(make_cluster) -> float:
+    """From ``make_cluster()`` until a ``Client`` of the dask cluster it makes has run a call
+    on every worker."""
+    from dask.distributed import Client
 
     started = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None
-    )
+    cluster = make_cluster()
     client = Client(cluster)
     client.run(os.getpid)  # runs on every worker
     elapsed = time.perf_counter() - started
     client.close()
     cluster.close()
     return elapsed
+
+
+def dask_time(n: int) -> float:
+    from dask.distributed import LocalCluster
+
+    return dask_cluster_time(
+        lambda: LocalCluster(
+            n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None
+        )
+    )
 
 
 def measure(peers: tuple[str, ...] = PEERS) -> dict:

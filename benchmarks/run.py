@@ -1,4 +1,4 @@
-"""All five measurements in one go; writes ``RESULTS.md`` and ``cluster_startup.png`` here.
+"""All six measurements in one go; writes ``RESULTS.md`` and ``cluster_startup.png`` here.
 
     pip install -e '.[bench]'
     python benchmarks/run.py
@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import client_overhead  # noqa: E402
 import cluster_startup  # noqa: E402
+import dask_startup  # noqa: E402
 import import_time  # noqa: E402
 import local_server  # noqa: E402
 import ray_startup  # noqa: E402
@@ -63,6 +64,9 @@ def main() -> None:
     print("item 5: on a Ray cluster", flush=True)
     on_ray_load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     on_ray = ray_startup.measure()
+    print("item 6: a dask cluster on sense workers", flush=True)
+    on_dask_load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    on_dask = dask_startup.measure()
 
     sizes = cluster_startup.SIZES
     ratios = {n: startup["sense"][n] / startup["popen"][n] for n in sizes}
@@ -94,6 +98,8 @@ def main() -> None:
         f"per task (N={n})"
         for n in ray_sizes
     )
+    dask_ratios = {n: on_dask["sense"][n] / on_dask["local"][n] for n in dask_startup.SIZES}
+    dask_result = ", ".join(f"{ratio:.2f} (N={n})" for n, ratio in dask_ratios.items())
     summary = "\n".join(
         [
             "| item | target | result | |",
@@ -119,6 +125,9 @@ def main() -> None:
             "| 5. on a 3-node Ray cluster, launch until N workers reported | within 3x of the "
             f"Popen floor and 5x faster than an actor per task, at N=16 | {ray_result} | "
             f"{verdict(ray_met)} |",
+            "| 6. `SenseCluster(n_workers=N)` until N dask workers are connected | no slower "
+            f"than `LocalCluster(processes=True)` at N=16 | SenseCluster / LocalCluster = "
+            f"{dask_result} | {verdict(dask_ratios[16] <= 1)} |",
         ]
     )
 
@@ -180,12 +189,25 @@ this item began: {on_ray_load}).
 
 {ray_startup.report(on_ray)}
 
+## 6. From `SenseCluster(n_workers=N)` until N dask workers are connected
+
+{DASK_METHOD} Median of {dask_startup.RUNS} rounds (load average when this item began:
+{on_dask_load}).
+
+{dask_startup.report(on_dask)}
+
 ## Why, and what was done
 {NOTES}
 """
     (HERE / "RESULTS.md").write_text(text)
     print(text)
 
+
+DASK_METHOD = """sense: `sense.dask.SenseCluster(n_workers=N)` on its local server (already
+running; this process is the master), each dask worker a worker dashboard forked from the
+prestarted engine. dask: `LocalCluster(n_workers=N, processes=True, threads_per_worker=1)`,
+each worker a process that its Nanny spawns. Both: the cluster, a `Client` and one
+`client.run` on every worker; one thread per worker, no dask dashboard."""
 
 NOTES = """
 **Item 1.** Where the time of a sense launch went (timestamps at every step, py-spy on the
@@ -261,6 +283,12 @@ response validation and serialization.
 its node, after Ray has placed it (a placement group of one bundle: about 4 ms); an actor per
 dashboard would start a fresh Ray worker process each time (the last column), seconds under
 load. A first prototype measured 2.2-2.7 s for 6 actors against 0.4 s for 16 through agents.
+
+**Item 6.** Each dask worker of a `SenseCluster` is one process forked from the prestarted
+engine, whose job imports `distributed` and runs a `Worker` (no Nanny: the dashboard is what
+watches and ends it); a `LocalCluster` worker is a fresh interpreter that its Nanny spawns,
+plus the Nanny's own work in the master. Both import `distributed` once per worker, which is
+most of the time on two cores.
 """
 
 

@@ -174,22 +174,31 @@ def wait_for_log(backend, dashboard_id: int, text: str, timeout: float = 30) -> 
     return wait_for(log_with_text, timeout, what=f"{text!r} in the output of {dashboard_id}")
 
 
-def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...] = ()) -> str:
-    """``sense run --backend ray --ray-address ADDRESS cluster.py`` of the README, unmodified,
-    in ``project_dir`` (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that
-    it succeeded with its workers on more than one node, and return its output."""
-    shutil.copy(EXAMPLES / "cluster.py", project_dir)
+def sense_run(example: str, project_dir, *options: str, prefix: tuple[str, ...] = ()) -> str:
+    """``sense run OPTIONS EXAMPLE`` of ``examples/EXAMPLE``, copied into ``project_dir``
+    (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that it succeeded,
+    and return its output."""
+    shutil.copy(EXAMPLES / example, project_dir)
     run = subprocess.run(
-        [*prefix, *SENSE, "run", "--backend", "ray", "--ray-address", address, "cluster.py"],
+        [*prefix, *SENSE, "run", *options, example],
         cwd=project_dir,
         env={k: v for k, v in os.environ.items() if not k.startswith("SENSE_")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=120,
+        timeout=180,
     )
-    output = run.stdout
-    assert run.returncode == 0, output
+    assert run.returncode == 0, run.stdout
+    return run.stdout
+
+
+def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...] = ()) -> str:
+    """``sense run --backend ray --ray-address ADDRESS cluster.py`` of the README, unmodified,
+    in ``project_dir`` (``prefix``, e.g. ``nsenter ...``, runs it on another host); check that
+    it succeeded with its workers on more than one node, and return its output."""
+    output = sense_run(
+        "cluster.py", project_dir, "--backend", "ray", "--ray-address", address, prefix=prefix
+    )
     hellos = re.findall(r"worker \d+ says hello from (\S+)", output)
     assert len(hellos) == 4, output
     assert len(set(hellos)) > 1, f"every worker ran on {hellos[0]}"

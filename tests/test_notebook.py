@@ -220,3 +220,37 @@ def test_the_cluster_notebook_runs_from_top_to_bottom(tmp_path, clean_kernel_env
     final_ids = notebook.cells[-2]["outputs"][0]["data"]["text/plain"]
     assert final_ids.count(",") == 0  # only the master is left
     assert not (project / ".sense" / "server.json").exists()
+
+
+def test_dask_and_ipyparallel_clusters_run_from_a_kernels_cells(local_kernel, tmp_path):
+    def run(code: str) -> str:
+        cell = local_kernel.run(code)
+        assert cell.error is None, cell.stream("stderr")
+        return cell.stream("stdout")
+
+    run("import sense, sense.local\nserver = sense.local.start()")
+    run(
+        "from dask.distributed import Client\nfrom sense.dask import SenseCluster\n"
+        "cluster = SenseCluster(n_workers=2)\nclient = Client(cluster)"
+    )
+    assert run("print(sum(client.gather(client.map(lambda x: x * x, range(100)))))") == "328350\n"
+    dask_pids = json.loads(
+        run("import json, os\nprint(json.dumps(list(client.run(os.getpid).values())))")
+    )
+    run("client.close()\ncluster.close()")
+
+    run(
+        "import ipyparallel as ipp\n"
+        f"engines = ipp.Cluster(engines='sense', n=2, profile_dir={str(tmp_path / 'ipp')!r})\n"
+        "rc = engines.start_and_connect_sync()"
+    )
+    assert run("print(sum(rc[:].map_sync(lambda x: x * x, range(100))))") == "328350\n"
+    engine_pids = json.loads(run("print(json.dumps(rc[:].apply_sync(os.getpid)))"))
+    run("rc.close()\nengines.stop_cluster_sync()")
+
+    workers = run("print([w['id'] for w in sense.getWorkers() if w['master_id']])")
+    assert workers == "[]\n"
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in dask_pids + engine_pids if psutil.pid_exists(p)], timeout=10
+    )
+    assert alive == []

@@ -10,6 +10,7 @@ as one server's would be.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 
@@ -18,6 +19,7 @@ from backend_support import (
     MARK,
     make_project,
     run_the_cluster_example,
+    sense_run,
     sigkill_of_the_driver_leaves_nothing,
 )
 from hosts import Hosts, missing_requirement
@@ -111,3 +113,14 @@ def test_hosts_the_readme_s_cluster_example_runs_unmodified_across_the_hosts(hos
     output = run_the_cluster_example(hosts.address, project_dir, prefix=head)
     hellos = set(re.findall(r"says hello from (\S+)", output))
     assert hellos <= {host.ip for host in hosts.hosts}
+
+
+def test_hosts_the_dask_example_runs_a_dask_worker_on_each_host(hosts, project_dir):
+    head = tuple(hosts[0].enter(cwd=project_dir))
+    address = ("--backend", "ray", "--ray-address", hosts.address)
+    output = sense_run("dask_cluster.py", project_dir, *address, prefix=head)
+    listening = re.search(r"dask workers listen on (\[.*\])", output)
+    assert listening, output
+    assert set(ast.literal_eval(listening.group(1))) == {host.ip for host in hosts.hosts}
+    assert "the mean of 0 .. 9,999,999: 4999999.5" in output
+    assert "after close, worker dashboards: []" in output
