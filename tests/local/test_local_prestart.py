@@ -28,6 +28,7 @@ from conftest import (
     wait_for,
 )
 from needs import require
+from waiting import left_running
 
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
@@ -342,7 +343,7 @@ def test_sigkill_of_the_server_ends_forked_workers_and_the_prestarted_engine_wit
         server.kill()
         server.wait()
         server.stdout.close()
-    _, alive = psutil.wait_procs([*workers, prestarted], timeout=5)
+    alive = left_running([*workers, prestarted], timeout=5)
     assert not alive, f"outlived their server: {alive}"
 
 
