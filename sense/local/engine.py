@@ -34,9 +34,11 @@ server holds for the dashboard's whole life. Over it the engine
    ``{}`` to idle), and ``"log"`` and ``"log_cap"`` unless the job's output
    goes to a console (when they are given, the guardian copies the job's
    output into that log: see :class:`_Log`);
-2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job)
-   or ``kill`` (SIGKILL to every one). End of file means the server is gone
-   (even by SIGKILL): every process of the job is killed.
+2. reads orders, one a line: ``stop`` (SIGTERM to every process of the job),
+   ``kill`` (SIGKILL to every one) or ``interrupt`` (SIGINT, Ctrl-C, to every
+   one). End of file means the server is gone (even by SIGKILL): every
+   process of the job is killed. An order that comes before the job is forked
+   is carried out once it is: none is lost.
 
 The job
 -------
@@ -72,7 +74,7 @@ import types
 STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
 JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-ORDERS = {b"stop": signal.SIGTERM, b"kill": signal.SIGKILL}
+ORDERS = {b"stop": signal.SIGTERM, b"kill": signal.SIGKILL, b"interrupt": signal.SIGINT}
 #: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
 LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.
