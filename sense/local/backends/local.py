@@ -92,6 +92,8 @@ class _Process:
     stopped: bool = False
     #: Whether the engine has its job (or an idle one, when a stop came first).
     handed_over: bool = False
+    #: Orders that came before the job was handed over and go right after it (an interrupt).
+    after_job: bytes = b""
     #: Taken to write to ``channel``: the job goes first, then orders.
     lock: threading.Lock = field(default_factory=threading.Lock)
     ended: threading.Event = field(default_factory=threading.Event)
@@ -304,7 +306,7 @@ class LocalBackend(Backend):
                     if not process.handed_over:
                         # Recorded before the job starts, so the job sees itself running.
                         self.report_running(dashboard_id)
-                        process.channel.sendall(process.message)
+                        process.channel.sendall(process.message + process.after_job)
                         process.handed_over = True
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
@@ -329,9 +331,9 @@ class LocalBackend(Backend):
             return
         process.stopped = True
         # The engine signals every process of the job, in whatever group or session.
-        _order(process, b"stop\n")
+        _order(process, b"stop\n", ends_job=True)
         if not process.ended.wait(self.grace):
-            _order(process, b"kill\n")
+            _order(process, b"kill\n", ends_job=True)
             if not process.ended.wait(self.grace):
                 # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
                 _signal_group(process.popen, signal.SIGKILL)
@@ -345,8 +347,10 @@ class LocalBackend(Backend):
 
     def interrupt(self, dashboard_id: int) -> None:
         process = self._processes.get(dashboard_id)
-        if process is not None:
-            _signal_group(process.popen, signal.SIGINT)
+        if process is not None and not process.ended.is_set():
+            # Through the engine, not to the process group: a SIGINT that came while the
+            # engine was forking its job would reach the engine alone, which ignores it.
+            _order(process, b"interrupt\n", ends_job=False)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -462,11 +466,17 @@ def _read(path: Path, offset: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _order(process: _Process, order: bytes) -> None:
-    """Send the engine an order (see engine.py); an idle job first if it has none yet."""
+def _order(process: _Process, order: bytes, *, ends_job: bool) -> None:
+    """Send the engine an order (see engine.py).
+
+    Before the job was handed over, an order that ``ends_job`` goes with an idle job instead
+    (none of the job's code ever runs); another waits to go right after the job.
+    """
     with process.lock:
         if not process.handed_over:
-            # A stop before the job was handed over: none of the job's code ever runs.
+            if not ends_job:
+                process.after_job += order
+                return
             order = Job().message() + order
             process.handed_over = True
         with contextlib.suppress(OSError):  # the engine is gone: it is ending, or has ended

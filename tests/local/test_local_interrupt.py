@@ -1,0 +1,48 @@
+"""Ctrl-C of a dashboard (``sense run`` passes its own on to the master script): it reaches
+the job as an interrupt whenever it comes, even while the engine forks the job."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+
+import pytest
+from waiting import wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+#: Loaded by the dashboard's interpreter (its PYTHONPATH): the engine's fork of its job
+#: pauses, signals blocked, until the test says go.
+PAUSED_FORK = textwrap.dedent(
+    """
+    import os, time
+
+    def pause(engine=os.getpid(), paused=[]):
+        if os.getpid() != engine or paused:
+            return
+        paused.append(True)
+        open(os.path.join(os.environ["PAUSE_DIR"], "forking"), "w").close()
+        go = os.path.join(os.environ["PAUSE_DIR"], "go")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    os.register_at_fork(before=pause)
+    """
+)
+
+
+def test_an_interrupt_while_the_engine_forks_the_job_reaches_the_job(api, tmp_path):
+    pause_dir = tmp_path / "pause"
+    pause_dir.mkdir()
+    (pause_dir / "sitecustomize.py").write_text(PAUSED_FORK)
+    # PYTHONPATH makes it a fresh interpreter (not forked from the prestarted engine).
+    env = {"PYTHONPATH": str(pause_dir), "PAUSE_DIR": str(pause_dir)}
+    worker = api.launch(startup_code="import time\ntime.sleep(60)\n", env=env)
+    wait_for(lambda: (pause_dir / "forking").exists(), 30, what="the engine to fork its job")
+    api.server.project.interrupt(worker["id"])
+    (pause_dir / "go").touch()
+    ended = api.wait_status(worker["id"], "stopped", "failed", timeout=30)
+    # As `python -c` ends of an uncaught KeyboardInterrupt: killed by SIGINT.
+    assert ended["exit_code"] == -signal.SIGINT
+    assert "KeyboardInterrupt" in api.logs(worker["id"])
