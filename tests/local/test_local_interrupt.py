@@ -3,10 +3,14 @@ the job as an interrupt whenever it comes, even while the engine forks the job."
 
 from __future__ import annotations
 
+import os
 import signal
 import textwrap
+from pathlib import Path
 
 import pytest
+from conftest import sense_command
+from plugins.late_backend import GO
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,3 +50,38 @@ def test_an_interrupt_while_the_engine_forks_the_job_reaches_the_job(api, tmp_pa
     # As `python -c` ends of an uncaught KeyboardInterrupt: killed by SIGINT.
     assert ended["exit_code"] == -signal.SIGINT
     assert "KeyboardInterrupt" in api.logs(worker["id"])
+
+
+@pytest.fixture
+def late_installed(tmp_path) -> dict[str, str]:
+    """The environment of a ``sense`` command that has the ``late`` backend installed, as a
+    third party would: a distribution with an entry point."""
+    site = tmp_path / "site"
+    dist_info = site / "sense_late-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: sense-late\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[sense.backends]\nlate = plugins.late_backend:LateBackend\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent)])}
+
+
+def test_ctrl_c_before_sense_run_waits_for_its_script_reaches_the_script(
+    project_dir, late_installed
+):
+    (project_dir / "job.py").write_text(
+        "import time\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    run = sense_command("run", "--backend", "late", "job.py", cwd=project_dir, env=late_installed)
+    # The script runs; `sense run` is still in its launch.
+    assert run.stdout.readline().strip() == "ready"
+    run.send_signal(signal.SIGINT)
+    (project_dir / GO).touch()
+    output, _ = run.communicate(timeout=60)
+    assert "interrupted" in output
+    assert run.returncode == 0, output
