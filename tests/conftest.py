@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 
 import pytest
@@ -12,6 +13,28 @@ from needs import require
 from pytest_httpserver import HTTPServer
 
 from sense import rest, workers
+
+#: Where the tests that use Ray are (the session's Ray cluster, or Ray hosts of their own on
+#: fixed addresses), and the contract suite's parameter that runs a test on Ray.
+RAY_TESTS = "tests/backends/"
+RAY_PARAMETER = re.compile(r"\[ray[\]-]")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Tests spread over the workers one by one, except those that use Ray: one worker runs
+    them all, so that one Ray cluster serves the run."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if uses_ray(nodeid) else nodeid
+
+    return RayTogether(config, log)
+
+
+def uses_ray(nodeid: str) -> bool:
+    """Whether the test of ``nodeid`` uses Ray."""
+    return nodeid.startswith(RAY_TESTS) or RAY_PARAMETER.search(nodeid) is not None
 
 
 @pytest.fixture(scope="session")
