@@ -14,27 +14,34 @@ from pytest_httpserver import HTTPServer
 
 from sense import rest, workers
 
-#: Where the tests that use Ray are (the session's Ray cluster, or Ray hosts of their own on
-#: fixed addresses), and the contract suite's parameter that runs a test on Ray.
-RAY_TESTS = "tests/backends/"
+#: The tests that use the session's Ray cluster (``ray_cluster``): those of these modules, and
+#: the contract suite's on its ``ray`` parameter. One worker runs them all: one cluster.
+RAY_CLUSTER_MODULES = ("tests/backends/test_ray.py", "tests/backends/test_ray_dashboards.py")
 RAY_PARAMETER = re.compile(r"\[ray[\]-]")
+#: Modules whose module-scoped fixture is expensive (Ray hosts in namespaces, a browser): one
+#: worker runs each, so that it is made once.
+ONE_WORKER_MODULES = ("tests/backends/test_ray_hosts.py", "tests/local/test_web.py")
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Tests spread over the workers one by one, except those that use Ray: one worker runs
-    them all, so that one Ray cluster serves the run."""
+    """Tests spread over the workers one by one, but for those that share an expensive
+    set-up (:func:`scope`)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class RayTogether(LoadScopeScheduling):
+    class SharedSetUps(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "ray" if uses_ray(nodeid) else nodeid
+            return scope(nodeid)
 
-    return RayTogether(config, log)
+    return SharedSetUps(config, log)
 
 
-def uses_ray(nodeid: str) -> bool:
-    """Whether the test of ``nodeid`` uses Ray."""
-    return nodeid.startswith(RAY_TESTS) or RAY_PARAMETER.search(nodeid) is not None
+def scope(nodeid: str) -> str:
+    """What the test of ``nodeid`` runs with on one worker: "ray" (the session's Ray
+    cluster), its module (an expensive module fixture), or nothing (itself)."""
+    module = nodeid.split("::", 1)[0]
+    if module in RAY_CLUSTER_MODULES or RAY_PARAMETER.search(nodeid):
+        return "ray"
+    return module if module in ONE_WORKER_MODULES else nodeid
 
 
 @pytest.fixture(scope="session")
