@@ -236,3 +236,14 @@ def read_exports(process):
             yield name, shlex.split(value)[0] if value else ""
         elif line.startswith("Ctrl-C"):
             return
+
+
+def install_backend(site: Path, name: str, target: str) -> Path:
+    """Install a backend into folder ``site`` as a third party would: a distribution whose
+    entry point ``name`` of ``sense.backends`` is ``target`` (``module:Class``); ``site``."""
+    dist_info = site / f"sense_{name}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    metadata = f"Metadata-Version: 2.1\nName: sense-{name}\nVersion: 1.0\n"
+    (dist_info / "METADATA").write_text(metadata)
+    (dist_info / "entry_points.txt").write_text(f"[sense.backends]\n{name} = {target}\n")
+    return site

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import sense_command
+from conftest import install_backend, sense_command
 from plugins.late_backend import GO
 from waiting import wait_for
 
@@ -56,13 +56,7 @@ def test_an_interrupt_while_the_engine_forks_the_job_reaches_the_job(api, tmp_pa
 def late_installed(tmp_path) -> dict[str, str]:
     """The environment of a ``sense`` command that has the ``late`` backend installed, as a
     third party would: a distribution with an entry point."""
-    site = tmp_path / "site"
-    dist_info = site / "sense_late-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: sense-late\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        "[sense.backends]\nlate = plugins.late_backend:LateBackend\n"
-    )
+    site = install_backend(tmp_path / "site", "late", "plugins.late_backend:LateBackend")
     return {"PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent)])}
 
 
