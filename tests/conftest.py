@@ -14,9 +14,10 @@ from pytest_httpserver import HTTPServer
 
 from sense import rest, workers
 
-#: The tests that use the session's Ray cluster (``ray_cluster``): those of these modules, and
-#: the contract suite's on its ``ray`` parameter. One worker runs them all: one cluster.
-RAY_CLUSTER_MODULES = ("tests/backends/test_ray.py", "tests/backends/test_ray_dashboards.py")
+#: The tests that may use the session's Ray cluster (``ray_cluster``): those of the modules
+#: named ``test_ray*.py`` (but for :data:`ONE_WORKER_MODULES`), and the contract suite's on its
+#: ``ray`` parameter. One worker runs them all: one cluster (the fixture checks it).
+RAY_MODULE = re.compile(r"(^|/)test_ray[^/]*\.py$")
 RAY_PARAMETER = re.compile(r"\[ray[\]-]")
 #: Modules whose module-scoped fixture is expensive (Ray hosts in namespaces, a browser): one
 #: worker runs each, so that it is made once.
@@ -39,9 +40,11 @@ def scope(nodeid: str) -> str:
     """What the test of ``nodeid`` runs with on one worker: "ray" (the session's Ray
     cluster), its module (an expensive module fixture), or nothing (itself)."""
     module = nodeid.split("::", 1)[0]
-    if module in RAY_CLUSTER_MODULES or RAY_PARAMETER.search(nodeid):
+    if module in ONE_WORKER_MODULES:
+        return module
+    if RAY_MODULE.search(module) or RAY_PARAMETER.search(nodeid):
         return "ray"
-    return module if module in ONE_WORKER_MODULES else nodeid
+    return nodeid
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +58,12 @@ def make_httpserver():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(request):
     """A real Ray cluster of 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), one for the
     session: Ray takes seconds to start on a small machine."""
+    # Two workers would each start one, on the same addresses. (The test that asks first.)
+    first = request._pyfuncitem.nodeid
+    assert scope(first) == "ray", f"{first} uses the Ray cluster: name its module test_ray*.py"
     require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
     from ray_cluster import loopback_cluster
 
