@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from waiting import wait_for
+from waiting import left_running, wait_for
 
 from sense.local.backends import LaunchSpec, Placement
 from sense.local.statedir import StateDir
@@ -229,5 +229,5 @@ def sigkill_of_the_driver_leaves_nothing(driver, ids: range, mark: str, node_ips
     children = [p for p in processes if p.cmdline()[-1:] == ["import time; time.sleep(120)"]]
     assert len(children) == len(ids)  # besides each engine and the job it runs
     driver.kill()
-    _, alive = psutil.wait_procs(processes, timeout=30)
+    alive = left_running(processes, timeout=30)
     assert not alive, f"left running after the server was killed: {[p.pid for p in alive]}"

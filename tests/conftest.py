@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,38 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from sense import rest, workers
+
+#: The tests that may use the session's Ray cluster (``ray_cluster``): those of the modules
+#: named ``test_ray*.py`` (but for :data:`ONE_WORKER_MODULES`), and the contract suite's on its
+#: ``ray`` parameter. One worker runs them all: one cluster (the fixture checks it).
+RAY_MODULE = re.compile(r"(^|/)test_ray[^/]*\.py$")
+RAY_PARAMETER = re.compile(r"\[ray[\]-]")
+#: Modules whose module-scoped fixture is expensive (Ray hosts in namespaces, a browser): one
+#: worker runs each, so that it is made once.
+ONE_WORKER_MODULES = ("tests/backends/test_ray_hosts.py", "tests/local/test_web.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Tests spread over the workers one by one, but for those that share an expensive
+    set-up (:func:`scope`)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSetUps(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid)
+
+    return SharedSetUps(config, log)
+
+
+def scope(nodeid: str) -> str:
+    """What the test of ``nodeid`` runs with on one worker: "ray" (the session's Ray
+    cluster), its module (an expensive module fixture), or nothing (itself)."""
+    module = nodeid.split("::", 1)[0]
+    if module in ONE_WORKER_MODULES:
+        return module
+    if RAY_MODULE.search(module) or RAY_PARAMETER.search(nodeid):
+        return "ray"
+    return nodeid
 
 
 class LocalApi(HTTPServer):
@@ -39,10 +72,13 @@ def make_httpserver():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(request):
     """A real Ray cluster of 3 nodes on 127.0.0.2-4 (see ``ray_cluster.py``), as ``ray start``
     makes them (2 CPUs each, no custom resource), one for the session: Ray takes seconds to
     start on a small machine."""
+    # Two workers would each start one, on the same addresses. (The test that asks first.)
+    first = request._pyfuncitem.nodeid
+    assert scope(first) == "ray", f"{first} uses the Ray cluster: name its module test_ray*.py"
     require(importlib.util.find_spec("ray") is not None, "Ray is not installed (sense[ray])")
     from ray_cluster import loopback_cluster
 

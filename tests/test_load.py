@@ -6,6 +6,7 @@ import os
 
 import psutil
 import pytest
+from waiting import left_running
 
 import sense
 from sense.local import LocalServer
@@ -51,7 +52,7 @@ def test_rounds_of_200_concurrent_launches_leave_no_process_zombie_or_descriptor
 
         assert sorted(d["id"] for d in stopped) == sorted(ids)
         assert [d["id"] for d in sense.getWorkers()] == [sense.getMaster()["id"]]
-        _, alive = psutil.wait_procs(processes, timeout=10)
+        alive = left_running(processes, timeout=10)
         assert alive == []
         zombies = [p for p in this_process.children(recursive=True) if p.status() == "zombie"]
         assert zombies == []

@@ -14,6 +14,7 @@ import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, PROJECT_PATH, TOKEN, dashboard_json
 from kernels import PROJECT_ROOT, NotebookKernel, kernel_manager, throwaway_environment
 from nbclient import NotebookClient
+from waiting import left_running
 from werkzeug import Response
 from wheels import build_wheel
 
@@ -192,7 +193,7 @@ def test_shutting_the_kernel_down_ends_every_worker_it_launched(local_kernel):
 
     local_kernel.shutdown()
 
-    _, alive = psutil.wait_procs(processes, timeout=10)
+    alive = left_running(processes, timeout=10)
     assert alive == []
 
 

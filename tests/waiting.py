@@ -3,16 +3,22 @@
 Example
 -------
 >>> wait_for(lambda: server.is_up(), what="the server")        # doctest: +SKIP
+>>> assert not left_running(processes, timeout=30)              # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+import psutil
 import pytest
 
+#: Seconds between two looks at what is awaited.
+INTERVAL = 0.05
 
-def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, *, what: str = ""):
+
+def wait_for(condition, timeout: float = 10.0, interval: float = INTERVAL, *, what: str = ""):
     """Poll ``condition()`` until it returns something true; return that, or fail saying
     ``what`` (by default the condition's name) was awaited."""
     deadline = time.monotonic() + timeout
@@ -23,3 +29,37 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, *, what: 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or condition.__name__}")
         time.sleep(interval)
+
+
+def left_running(processes, timeout: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running once they have all ended, or ``timeout`` s passed.
+
+    A zombie has ended: only its parent has not reaped it yet (on a busy machine that
+    takes a while). Those that are children of this process are reaped here.
+    """
+    alive = list(processes)
+    deadline = time.monotonic() + timeout
+    while alive:
+        # psutil's wait reaps the children of this process among them.
+        _, alive = psutil.wait_procs(alive, timeout=INTERVAL)
+        alive = [process for process in alive if _running(process)]
+        if time.monotonic() > deadline:
+            break
+    return alive
+
+
+def strays(processes, timeout: float) -> list[psutil.Process]:
+    """:func:`left_running`, and those are killed: a leak check fails without leaving them."""
+    alive = left_running(processes, timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    return alive
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        # is_running() first: it tells a process from a later one that has the same pid.
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # a ZombieProcess too
+        return False

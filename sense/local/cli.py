@@ -281,12 +281,20 @@ def _mebibytes(text: str) -> int:
 
 
 def _run(args) -> int:
-    from sense.local.console import LogFollower
-
     script = os.path.abspath(args.script)
     if not os.path.isfile(script):
         print(f"sense run: no such script: {args.script}", file=sys.stderr)
         return 2
+    ctrl_c = _CtrlC()
+    # From the start: a Ctrl-C while the server starts, or before the script is waited for
+    # (a while on a busy machine), still reaches the script.
+    with _signals({signal.SIGINT: ctrl_c, signal.SIGTERM: _terminate}):
+        return _run_master(args, script, ctrl_c)
+
+
+def _run_master(args, script: str, ctrl_c: _CtrlC) -> int:
+    from sense.local.console import LogFollower
+
     server = _open(args)
     follower = None
     try:
@@ -296,9 +304,12 @@ def _run(args) -> int:
             print(f"sense run: the web page is {_page_address(server)}", file=sys.stderr)
         project = server.project
         master = project.run_master(script, args.args)
-        follower = LogFollower(project, sys.stdout, after=master["id"])
-        follower.start()
-        code = _wait_for(project, master["id"])
+        ctrl_c.reaches(project, master["id"])
+        starting = LogFollower(project, sys.stdout, after=master["id"])
+        starting.start()
+        follower = starting  # stopped below only once it has started
+        while (code := project.wait(master["id"], 0.2)) is None:
+            pass
     finally:
         try:
             # Every dashboard ends first, so that the follower shows their last words.
@@ -310,25 +321,45 @@ def _run(args) -> int:
     return 128 - code if code < 0 else code
 
 
-def _wait_for(project, dashboard_id: int) -> int:
-    """Wait for the master script to end, passing Ctrl-C on to it; its exit code."""
-    interrupts = []
+class _CtrlC:
+    """The handler of Ctrl-C in ``sense run``: passes it on to the master script, once that
+    is launched if it came before; a second one means: stop everything now.
 
-    def on_interrupt(signum, frame):
-        # The script has its own session, out of reach of the terminal's Ctrl-C: pass it on.
-        # A second Ctrl-C means: stop everything now.
-        interrupts.append(signum)
-        if len(interrupts) > 1:
+    The script has its own session, out of reach of the terminal's Ctrl-C.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._master: tuple | None = None
+        #: Taken by the one pass-on (``list.pop`` is atomic: this handler may run between
+        #: any two steps of :meth:`reaches`).
+        self._pass = [True]
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        if self.count > 1:
             raise KeyboardInterrupt
-        project.interrupt(dashboard_id)
+        self._pass_on()
 
-    def on_terminate(signum, frame):
-        raise SystemExit(128 + signum)
+    def reaches(self, project, master_id: int) -> None:
+        """The master script is launched: pass it the Ctrl-C that came before, if one did."""
+        self._master = (project, master_id)
+        if self.count:
+            self._pass_on()
 
-    with _signals({signal.SIGINT: on_interrupt, signal.SIGTERM: on_terminate}):
-        while (code := project.wait(dashboard_id, 0.2)) is None:
-            pass
-    return code
+    def _pass_on(self) -> None:
+        if self._master is None:
+            return
+        try:
+            self._pass.pop()
+        except IndexError:  # passed on already
+            return
+        project, master_id = self._master
+        project.interrupt(master_id)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _serve(args) -> int:

@@ -38,8 +38,10 @@ server holds for the dashboard's whole life. Over it the engine
    that a process that owns others ends them its way), ``term`` (SIGTERM to
    every process of the job) or ``kill`` (SIGKILL to every one), which a stop
    sends one after the other, a grace period apart, until the job has ended
-   (see the README's "Stopping"). End of file means the server is gone
-   (even by SIGKILL): every process of the job is killed.
+   (see the README's "Stopping"), and ``interrupt`` (SIGINT, Ctrl-C, to every
+   one). End of file means the server is gone (even by SIGKILL): every
+   process of the job is killed. An order that comes before the job is forked
+   is carried out once it is: none is lost.
 
 The job
 -------
@@ -77,7 +79,7 @@ STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
 #: Signals meant for the job (a stop, Ctrl-C), which the guardian ignores.
 JOB_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: The orders that reach every process of the job (``stop`` reaches the job's own only).
-ORDERS = {b"term": signal.SIGTERM, b"kill": signal.SIGKILL}
+ORDERS = {b"term": signal.SIGTERM, b"kill": signal.SIGKILL, b"interrupt": signal.SIGINT}
 #: Whether the guardian reaches every process of the job (prctl and /proc), or its group only.
 LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.

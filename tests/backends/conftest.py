@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-import psutil
 import pytest
 from backend_support import make_project, processes_marked
+from waiting import strays
 
 
 @pytest.fixture
@@ -23,7 +23,5 @@ def mark():
     """This test's mark; at its end no process carrying it may be left."""
     mark = uuid.uuid4().hex
     yield mark
-    _, alive = psutil.wait_procs(processes_marked(mark), timeout=10)
-    for process in alive:
-        process.kill()
+    alive = strays(processes_marked(mark), timeout=30)
     assert not alive, f"dashboard processes left running: {[p.pid for p in alive]}"

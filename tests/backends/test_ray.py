@@ -27,6 +27,7 @@ from backend_support import (
 )
 from ray_cluster import add_node, node_ip
 from ray_driver import Driver
+from waiting import left_running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,7 +221,7 @@ def test_ray_a_node_that_joins_gets_dashboards_and_one_lost_fails_them_leaving_n
             for dashboard_id in on_extra:
                 assert recorder.exit_of(dashboard_id) == (None, "lost")
                 assert f"Ray node {extra_ip} was lost" in log_of(backend, dashboard_id)
-            _, alive = psutil.wait_procs(processes, timeout=10)
+            alive = left_running(processes, timeout=10)
             assert not alive
             assert all(i not in recorder.exits for i, _ in launched if i not in on_extra)
         finally:

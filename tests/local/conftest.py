@@ -5,6 +5,7 @@ Every test checks at its end that no process it started is left (``no_strays``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from waiting import wait_for
+from waiting import strays, wait_for
 
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
@@ -95,23 +96,24 @@ def dashboard_process(api: Api, dashboard_id: int) -> psutil.Process:
 
 def prestarted_engines() -> list[psutil.Process]:
     """The prestarted engines of the servers that this test process runs."""
-    return [
-        process
-        for process in psutil.Process().children()
-        if any(part == FORKSERVER for part in process.cmdline())
-    ]
+    found = []
+    for process in psutil.Process().children():
+        # One that has ended may be a zombie until its reader thread reaps it: no cmdline.
+        with contextlib.suppress(psutil.Error):
+            if FORKSERVER in process.cmdline():
+                found.append(process)
+    return found
 
 
 @pytest.fixture(autouse=True)
 def no_strays(tmp_path):
-    """Fail a test that leaves a worker process behind (after giving it 5 s to end).
+    """Fail a test that leaves a worker process behind (after giving it 30 s to end: the
+    machine may be busy).
 
     Nor may a prestarted engine of a server of this test outlive it.
     """
     yield
-    _, alive = psutil.wait_procs(engine_processes(tmp_path) + prestarted_engines(), timeout=5)
-    for process in alive:
-        process.kill()
+    alive = strays(engine_processes(tmp_path) + prestarted_engines(), timeout=30)
     assert not alive, f"processes left running: {[p.pid for p in alive]}"
 
 
@@ -237,3 +239,14 @@ def read_exports(process):
             yield name, shlex.split(value)[0] if value else ""
         elif line.startswith("Ctrl-C"):
             return
+
+
+def install_backend(site: Path, name: str, target: str) -> Path:
+    """Install a backend into folder ``site`` as a third party would: a distribution whose
+    entry point ``name`` of ``sense.backends`` is ``target`` (``module:Class``); ``site``."""
+    dist_info = site / f"sense_{name}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    metadata = f"Metadata-Version: 2.1\nName: sense-{name}\nVersion: 1.0\n"
+    (dist_info / "METADATA").write_text(metadata)
+    (dist_info / "entry_points.txt").write_text(f"[sense.backends]\n{name} = {target}\n")
+    return site

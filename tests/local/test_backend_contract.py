@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 from conftest import Api, dashboard_process, dashboard_processes, wait_for
+from waiting import left_running
 
 from sense.local import LocalServer
 
@@ -115,7 +116,7 @@ def test_stop_ends_the_whole_process_group_of_a_worker(contract_api):
     worker = contract_api.launch(startup_code=code)
     child = psutil.Process(int(wait_for(lambda: contract_api.logs(worker["id"]).strip())))
     contract_api("PUT", f"/dashboards/{worker['id']}/stop")
-    psutil.wait_procs([child], timeout=5)
+    left_running([child], timeout=5)
     assert not child.is_running()
 
 
@@ -220,7 +221,7 @@ def test_stopping_the_server_ends_every_dashboard_and_a_restart_keeps_the_histor
         for worker in running:
             api.wait_status(worker["id"], "running")
         processes = [dashboard_process(api, worker["id"]) for worker in running]
-    _, alive = psutil.wait_procs(processes, timeout=5)
+    alive = left_running(processes, timeout=5)
     assert alive == []
     with LocalServer(project_dir, grace=1.0, **backend) as server:
         server.attach(set_environ=False)

@@ -16,6 +16,7 @@ import pytest
 import requests
 from conftest import Api, read_exports, sense_command, wait_for
 from needs import require
+from waiting import left_running
 
 from sense.local import LocalServer
 from sense.local.cli import main
@@ -105,7 +106,7 @@ def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(proj
     run.kill()
     run.wait()
     run.stdout.close()
-    _, alive = psutil.wait_procs(tree, timeout=5)
+    alive = left_running(tree, timeout=5)
     assert not alive, f"left running: {alive}"
 
 

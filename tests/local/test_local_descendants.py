@@ -19,6 +19,7 @@ import psutil
 import pytest
 import requests
 from conftest import Api, dashboard_process, read_exports, sense_command, wait_for
+from waiting import left_running
 
 import sense
 
@@ -83,7 +84,7 @@ def escapees_of(api: Api, dashboard_id: int, escapees: list) -> list[psutil.Proc
 
 
 def assert_all_end(processes: list[psutil.Process]) -> None:
-    _, alive = psutil.wait_procs(processes, timeout=5)
+    alive = left_running(processes, timeout=5)
     assert not alive, f"left running: {alive}"
 
 

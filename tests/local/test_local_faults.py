@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 
-import psutil
 import pytest
 import requests
 from conftest import engine_processes, read_exports, sense_command, wait_for
+from waiting import left_running
 
 from sense.local import LocalServer
 
@@ -38,7 +38,7 @@ def test_a_restart_after_sigkill_of_the_server_recovers_the_history(project_dir,
         server.send_signal(signal.SIGKILL)
         server.wait()
         server.stdout.close()
-    _, alive = psutil.wait_procs(engine_processes(tmp_path), timeout=5)
+    alive = left_running(engine_processes(tmp_path), timeout=5)
     assert alive == []
 
     with LocalServer(project_dir) as restarted:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import psutil
@@ -27,7 +26,7 @@ from conftest import (
     sense_command,
     wait_for,
 )
-from needs import require
+from waiting import left_running
 
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
@@ -244,11 +243,25 @@ def test_when_the_prestarted_engine_dies_a_new_one_takes_over_and_its_dashboards
         assert stopped["exit_code"] == 128 + signal.SIGTERM
 
 
+@pytest.fixture
+def own_python_api(project_dir, tmp_path):
+    """A server whose dashboards run a Python of their own (a virtual environment made here),
+    and that Python's site-packages: what a test installs there changes nothing for the servers
+    of the tests that run meanwhile (the engine needs nothing but the standard library)."""
+    environment = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", environment], check=True)
+    python = str(environment / "bin" / "python")
+    purelib = [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
+    site_packages = Path(subprocess.run(purelib, capture_output=True, text=True).stdout.strip())
+    with LocalServer(project_dir, grace=1.0, python=python) as server:
+        server.attach(set_environ=False)
+        yield Api(server), site_packages
+
+
 def test_a_package_installed_after_the_prestarted_engine_started_imports_in_the_next_workers(
-    api, tmp_path, caplog
+    own_python_api, tmp_path, caplog
 ):
-    site_packages = Path(sysconfig.get_path("purelib"))
-    require(os.access(site_packages, os.W_OK), f"{site_packages} is not writable")
+    api, site_packages = own_python_api
     caplog.set_level(logging.INFO, logger="sense.local")
     # A forked worker: the prestarted engine is up, and has said where it found packages.
     before = api.launch(startup_code="pass")
@@ -339,7 +352,7 @@ def test_sigkill_of_the_server_ends_forked_workers_and_the_prestarted_engine_wit
         server.kill()
         server.wait()
         server.stdout.close()
-    _, alive = psutil.wait_procs([*workers, prestarted], timeout=5)
+    alive = left_running([*workers, prestarted], timeout=5)
     assert not alive, f"outlived their server: {alive}"
 
 

@@ -13,12 +13,12 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 
 import psutil
 import pytest
 from conftest import Api, engine_processes, read_exports, sense_command, wait_for
+from waiting import left_running
 
 from sense.errors import SenseConfigError
 from sense.local import LocalServer
@@ -391,10 +391,8 @@ def test_sigkill_of_the_server_ends_every_worker_within_seconds(project_dir):
         server.kill()
         server.wait()
         server.stdout.close()
-    started = time.monotonic()
-    _, alive = psutil.wait_procs(started_by_server, timeout=5)
+    alive = left_running(started_by_server, timeout=5)
     assert not alive, "processes outlived their server"
-    assert time.monotonic() - started < 5
 
 
 def test_at_start_whatever_an_earlier_run_left_running_is_ended(project_dir):

@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import Api, wait_for
+from conftest import Api, install_backend, wait_for
 from plugins.fake_backend import FakeBackend
 
 from sense.local import LocalServer, backends
@@ -20,13 +20,7 @@ from sense.local.backends import UnknownBackendError
 @pytest.fixture
 def fake_installed(tmp_path, monkeypatch):
     """``FakeBackend`` installed as a third party would: a distribution with an entry point."""
-    site = tmp_path / "site"
-    dist_info = site / "sense_fake-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: sense-fake\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        "[sense.backends]\nfake = plugins.fake_backend:FakeBackend\n"
-    )
+    site = install_backend(tmp_path / "site", "fake", "plugins.fake_backend:FakeBackend")
     monkeypatch.syspath_prepend(str(site))
     FakeBackend.recovered.clear()
     return site

@@ -21,6 +21,7 @@ from conftest import read_exports, sense_command, wait_for
 from legacy_client import load_published_client
 from needs import require
 from test_local_abuse import listening_addresses
+from waiting import left_running, strays
 
 import sense
 from sense.errors import SenseError
@@ -38,17 +39,16 @@ TWO_SLEEPS = "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!); echo $$;
 
 @pytest.fixture(autouse=True)
 def no_ssh_strays(tmp_path):
-    """Fail a test that leaves a process of an SSH session behind (after 5 s)."""
+    """Fail a test that leaves a process of an SSH session behind (after 30 s: the machine
+    may be busy)."""
     yield
-    strays = [
+    session = [
         process
         for process in psutil.process_iter(["cmdline", "cwd"])
         if (process.info["cwd"] or "").startswith(str(tmp_path))
         and any(REAPER in part or "sleep" in part for part in process.info["cmdline"] or [])
     ]
-    _, alive = psutil.wait_procs(strays, timeout=5)
-    for process in alive:
-        process.kill()
+    alive = strays(session, timeout=30)
     assert not alive, f"SSH session processes left running: {[p.pid for p in alive]}"
 
 
@@ -253,7 +253,7 @@ def test_stopping_a_dashboard_ends_what_runs_over_ssh_and_closes_the_session(ser
     with ssh.popen(TWO_SLEEPS) as session:
         escaped, foreground = (psutil.Process(int(session.stdout.readline())) for _ in range(2))
         api("PATCH", f"/dashboards/{worker['id']}", json={"status": "stopped"})
-        _, alive = psutil.wait_procs([escaped, foreground], timeout=5)
+        alive = left_running([escaped, foreground], timeout=5)
         assert not alive
         assert session.wait(timeout=10) != 0
         assert f"dashboard {worker['id']} has ended" in session.stderr.read()
@@ -271,7 +271,7 @@ def test_sigkill_of_the_server_ends_what_runs_over_ssh(project_dir, tmp_path):
         with ssh.popen(TWO_SLEEPS) as session:
             sleeps = [psutil.Process(int(session.stdout.readline())) for _ in range(2)]
             served.kill()
-            _, alive = psutil.wait_procs(sleeps, timeout=5)
+            alive = left_running(sleeps, timeout=5)
             assert not alive
             session.wait(timeout=10)
     finally:

@@ -92,6 +92,8 @@ class _Process:
     stopped: bool = False
     #: Whether the engine has its job (or an idle one, when a stop came first).
     handed_over: bool = False
+    #: Orders that came before the job was handed over and go right after it (an interrupt).
+    after_job: bytes = b""
     #: Taken to write to ``channel``: the job goes first, then orders.
     lock: threading.Lock = field(default_factory=threading.Lock)
     ended: threading.Event = field(default_factory=threading.Event)
@@ -298,7 +300,7 @@ class LocalBackend(Backend):
                     if not process.handed_over:
                         # Recorded before the job starts, so the job sees itself running.
                         self.report_running(dashboard_id)
-                        process.channel.sendall(process.message)
+                        process.channel.sendall(process.message + process.after_job)
                         process.handed_over = True
         except OSError:
             pass  # the engine died before it was ready: its exit code tells
@@ -325,7 +327,7 @@ class LocalBackend(Backend):
         # group or session), then SIGKILL, a grace apart: a process that owns others, as
         # dask's Nanny owns its worker, ends them its way first (the README's "Stopping").
         for order in (b"stop\n", b"term\n", b"kill\n"):
-            _order(process, order)
+            _order(process, order, ends_job=True)
             if process.ended.wait(self.grace):
                 return
         # The engine itself does not answer (stopped by SIGSTOP?): its group, at least.
@@ -340,8 +342,10 @@ class LocalBackend(Backend):
 
     def interrupt(self, dashboard_id: int) -> None:
         process = self._processes.get(dashboard_id)
-        if process is not None:
-            _signal_group(process.popen, signal.SIGINT)
+        if process is not None and not process.ended.is_set():
+            # Through the engine, not to the process group: a SIGINT that came while the
+            # engine was forking its job would reach the engine alone, which ignores it.
+            _order(process, b"interrupt\n", ends_job=False)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -457,11 +461,17 @@ def _read(path: Path, offset: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _order(process: _Process, order: bytes) -> None:
-    """Send the engine an order (see engine.py); an idle job first if it has none yet."""
+def _order(process: _Process, order: bytes, *, ends_job: bool) -> None:
+    """Send the engine an order (see engine.py).
+
+    Before the job was handed over, an order that ``ends_job`` goes with an idle job instead
+    (none of the job's code ever runs); another waits to go right after the job.
+    """
     with process.lock:
         if not process.handed_over:
-            # A stop before the job was handed over: none of the job's code ever runs.
+            if not ends_job:
+                process.after_job += order
+                return
             order = Job().message() + order
             process.handed_over = True
         with contextlib.suppress(OSError):  # the engine is gone: it is ending, or has ended

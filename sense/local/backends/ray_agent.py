@@ -153,7 +153,7 @@ class NodeAgent:
         self.processes.stop(dashboard_id)
 
     def interrupt(self, dashboard_id: int) -> None:
-        """SIGINT the dashboard's group."""
+        """Ctrl-C for the dashboard: SIGINT to every process of its job (see ``engine.py``)."""
         self.processes.interrupt(dashboard_id)
 
     def events(self, timeout: float) -> list[tuple]:
