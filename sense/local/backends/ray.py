@@ -45,6 +45,7 @@ Example
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -183,6 +184,10 @@ class RayBackend(Backend):
         self.prestart = prestart
         self._nodes: dict[str, _Node] = {}
         self._dashboards: dict[int, _Dashboard] = {}
+        #: The nodes that launches under way have been steered to, and every launch has been
+        #: steered to, by node id.
+        self._placing: collections.Counter[str] = collections.Counter()
+        self._steered: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._joining = threading.Lock()
         #: Set once the agents are going away: their end is no news then.
@@ -291,7 +296,11 @@ class RayBackend(Backend):
         if problem:
             raise ValueError(problem)
         bundle = self._bundle(cpus_for(spec.size))
-        group = placement_group([bundle], strategy="SPREAD")
+        target = self._least_used_node()
+        # One bundle a group: Ray's SPREAD would spread only the bundles of one group, so the
+        # spread over the nodes is this hint (Ray places the bundle elsewhere when that node
+        # has no room; the hint works with STRICT_PACK only).
+        group = placement_group([bundle], strategy="STRICT_PACK", _soft_target_node_id=target)
         try:
             if not group.wait(self.placement_timeout):
                 raise NoRoomError(self._no_room(spec.size, bundle))
@@ -322,7 +331,30 @@ class RayBackend(Backend):
                     f"dashboard {spec.dashboard_id} could not start: its Ray node went away"
                 ) from error
             raise
+        finally:
+            with self._lock:
+                self._placing[target] -= 1
         return Placement({**handle, **process}, placement.project_ip, placement.ports)
+
+    def _least_used_node(self) -> str | None:
+        """The node that runs the fewest of this server's dashboards, those being placed
+        included (counted as placed from now on, until the launch has ended either way); of
+        those that run as few, the one steered to least often, so that short jobs launched
+        one after the other go round the nodes too."""
+        runners = [node["NodeID"] for node in self._runners()]
+        with self._lock:
+            used = collections.Counter(
+                dashboard.node.node_id
+                for dashboard in self._dashboards.values()
+                if not dashboard.ended.is_set()
+            )
+            used.update(self._placing)
+            target = min(
+                runners, key=lambda node_id: (used[node_id], self._steered[node_id]), default=None
+            )
+            self._placing[target] += 1
+            self._steered[target] += 1
+        return target
 
     def _launch_here(self, spec: LaunchSpec) -> Placement:
         """Run a dashboard that shares the server's console in the server's own process group."""
