@@ -392,9 +392,10 @@ def test_get_workers_sends_one_get_of_the_project_dashboards(master_env, httpser
 def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(master_env, httpserver):
     # Two launches answer at once, the third only after the user pressed Ctrl-C:
     # all three were launched, none was given to the caller, so all three stop.
-    counter = LaunchCounter(hold=(3, 0.5))
+    # Held long enough for the Ctrl-C to land first on a busy machine too (one generous bound).
+    counter = LaunchCounter(hold=(3, 10.0))
     counter.serve(httpserver, stops=True)
-    threading.Thread(target=lambda: counter.held.wait(5) and _thread.interrupt_main()).start()
+    threading.Thread(target=lambda: counter.held.wait(60) and _thread.interrupt_main()).start()
     with pytest.raises(KeyboardInterrupt):
         sense.launchWorkers(3)
     stopped = sorted(int(path.rsplit("/", 1)[1]) for _, path, _ in sent(httpserver, "PATCH"))
