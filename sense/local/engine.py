@@ -94,8 +94,11 @@ LAST_OUTPUT_TIMEOUT = 5
 def main(argv):
     fd = int(argv[argv.index("--fd") + 1])
     signal.signal(signal.SIGTERM, _terminate)
-    # Ray starts its processes with SIGINT blocked, and a process inherits that: on a Ray
-    # node, Ctrl-C (an interrupt) would never reach the job.
+    # Ray starts its processes with SIGINT blocked, and a server started in the background
+    # (`cmd &` in a script, nohup, some CI runners) has it ignored; a process inherits both,
+    # Python then installs no handler, and Ctrl-C (an interrupt) would never reach the job.
+    # The job gets SIGINT as `python -c` run from a terminal does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = socket.socket(fileno=fd)
     channel.sendall(b"R")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -79,3 +81,44 @@ def test_ctrl_c_before_sense_run_waits_for_its_script_reaches_the_script(
     output, _ = run.communicate(timeout=60)
     assert "interrupted" in output
     assert run.returncode == 0, output
+
+
+#: A server started where SIGINT is ignored (a script's `cmd &`, nohup, a CI runner), which
+#: launches a job, interrupts it once it runs, and prints how it ended.
+IGNORING_SERVER = textwrap.dedent(
+    """
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a script has it
+    from sense.local import LocalServer
+    from sense.local.models import LaunchRequest
+
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    with LocalServer(sys.argv[1], grace=1.0, prestart=sys.argv[2] == "prestart") as server:
+        server.attach(set_environ=False)
+        project = server.project
+        row = project.launch(LaunchRequest(startup_code=code, master_id=server.master["id"]))
+        deadline = time.monotonic() + 60
+        while b"up" not in b"".join(project.backend.read_logs(row["id"])):
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.05)
+        project.interrupt(row["id"])
+        while project.get(row["id"])["status"] in ("starting", "running"):
+            if time.monotonic() > deadline:
+                project.stop(row["id"])
+            time.sleep(0.05)
+        print(project.get(row["id"])["exit_code"])
+    """
+)
+
+
+@pytest.mark.parametrize("engine", ["prestart", "fresh"])
+def test_an_interrupt_reaches_the_job_of_a_server_that_ignores_sigint(tmp_path, engine):
+    # The issue's lost interrupts "on a busy machine": the suite ran in the background.
+    completed = subprocess.run(
+        [sys.executable, "-c", IGNORING_SERVER, str(tmp_path), engine],
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == [str(-signal.SIGINT)]
