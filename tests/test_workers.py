@@ -11,6 +11,7 @@ import _thread
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -389,7 +390,19 @@ def test_get_workers_sends_one_get_of_the_project_dashboards(master_env, httpser
     assert sent(httpserver) == [("GET", DASHBOARDS, None)]
 
 
-def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(master_env, httpserver):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in a program run from a terminal:
+    a suite started in the background has SIGINT ignored, and ``interrupt_main()`` then does
+    nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_launch_stops_every_worker_that_launched(
+    master_env, httpserver, ctrl_c_raises
+):
     # Two launches answer at once, the third only after the user pressed Ctrl-C:
     # all three were launched, none was given to the caller, so all three stop.
     # Held long enough for the Ctrl-C to land first on a busy machine too (one generous bound).
