@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -196,14 +197,17 @@ class Hosts:
         placement = ["--show" if head else "--hide", str(self.project_dir)]
         enter = ["nsenter", f"--net=/run/netns/{host.namespace}"]
         own = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
-        lifeline = ["--lifeline", str(self._lifeline)]
-        init = [sys.executable, __file__, "boot", *lifeline, *placement, "--", *command]
+        # The init writes to `ready` once its mounts are in place: a command entering the
+        # host before that would see the machine's /tmp vanish under it mid-start.
+        ready_read, ready_write = os.pipe()
+        descriptors = ["--lifeline", str(self._lifeline), "--ready", str(ready_write)]
+        init = [sys.executable, __file__, "boot", *descriptors, *placement, "--", *command]
         with open(self.logs / f"{host.namespace}.log", "wb") as log:
             host.boot = subprocess.Popen(
                 [*enter, *own, *init],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(self._lifeline,),
+                pass_fds=(self._lifeline, ready_write),
                 env={
                     **os.environ,
                     # The node's own environment: a mark of its own, nothing of the head's.
@@ -214,11 +218,13 @@ class Hosts:
                     "RAY_AUTH_MODE": "disabled",
                 },
             )
-        deadline = time.monotonic() + 30
-        while not psutil.Process(host.boot.pid).children():
-            if host.boot.poll() is not None or time.monotonic() > deadline:
+        os.close(ready_write)
+        try:
+            # One generous bound; an end of file instead of the word: the init failed.
+            if not select.select([ready_read], [], [], 60)[0] or not os.read(ready_read, 5):
                 raise RuntimeError(f"host {host.namespace} did not boot: see its log")
-            time.sleep(0.05)
+        finally:
+            os.close(ready_read)
 
     def _wait_for_nodes(self) -> None:
         """Until every node has joined the cluster."""
@@ -254,12 +260,14 @@ def _software() -> list[str]:
 def boot(arguments: list[str]) -> int:
     """A host's init: private /tmp and /dev/shm, the project shown or hidden, then the node.
 
-    ``boot --lifeline FD --show|--hide PROJECT_DIR -- COMMAND...``; runs as pid 1, reaping
-    orphans until COMMAND ends, or until the maker of the hosts is gone (end of FD).
+    ``boot --lifeline FD --ready FD --show|--hide PROJECT_DIR -- COMMAND...``; writes
+    ``ready`` to the second FD once the mounts are in place and COMMAND started, then runs
+    as pid 1, reaping orphans until COMMAND ends, or until the maker of the hosts is gone
+    (end of the first FD).
     """
-    lifeline = int(arguments[1])
+    lifeline, ready = int(arguments[1]), int(arguments[3])
     threading.Thread(target=_end_at_eof, args=(lifeline,), daemon=True).start()
-    shown, project_dir = arguments[2] == "--show", arguments[3]
+    shown, project_dir = arguments[4] == "--show", arguments[5]
     command = arguments[arguments.index("--") + 1 :]
     # The private /tmp must not hide the software every host runs: this checkout (sense, its
     # tests) and the Python environment, when they live under /tmp (as a CI clone may).
@@ -277,6 +285,8 @@ def boot(arguments: list[str]) -> int:
     if not shown and os.path.isdir(os.path.dirname(project_dir)):
         _mount("-t", "tmpfs", "tmpfs", os.path.dirname(project_dir))
     node = subprocess.Popen(command)
+    os.write(ready, b"ready")
+    os.close(ready)
     while True:
         pid, status = os.wait()
         if pid == node.pid:
