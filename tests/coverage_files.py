@@ -16,10 +16,20 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from coverage import CoverageData
 from coverage.exceptions import CoverageException
+
+#: What makes a Python process started with it measure itself (``patch = ["subprocess"]``).
+SUBPROCESS_VARIABLE = "COVERAGE_PROCESS_CONFIG"
+
+
+def unmeasured(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for processes that run no sense code of this checkout: coverage would
+    only slow them down."""
+    return {name: value for name, value in environ.items() if name != SUBPROCESS_VARIABLE}
 
 
 def discard_unreadable(data_file: Path) -> list[Path]:

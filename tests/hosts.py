@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import psutil
+from coverage_files import unmeasured
 
 SUBNET = "10.77.0"
 #: Namespaces are named PREFIX + the pid of the process that made them, then -br or -hN.
@@ -209,7 +210,7 @@ class Hosts:
                 stderr=subprocess.STDOUT,
                 pass_fds=(self._lifeline, ready_write),
                 env={
-                    **os.environ,
+                    **unmeasured(os.environ),
                     # The node's own environment: a mark of its own, nothing of the head's.
                     "NODE_MARK": host.ip,
                     # `ray start` turns Ray's token authentication on when this machine has

@@ -151,7 +151,7 @@ def test_ray_dashboards_share_the_nodes_evenly_whether_they_run_on_or_end_at_onc
     # Each dashboard is a placement group of its own, which Ray's SPREAD does not spread:
     # under load Ray put two of three on one node. The backend steers each to the node
     # that runs the fewest.
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
+    with ray_backend(ray_cluster, project_dir, mark) as (_, recorder, launch):
         quick = [launch("pass") for _ in range(NODES)]
         for dashboard_id, _ in quick:
             assert recorder.exit_of(dashboard_id)[0] == 0

@@ -200,18 +200,25 @@ def contract_api(project_dir, backend):
         yield Api(running)
 
 
+#: ``local_master``'s options for a test of how a dashboard ends on SIGTERM by itself: on a busy
+#: machine that can take longer than the suite's usual grace period of 1 s, after which the
+#: stop's SIGTERM to every process of the job would end it instead.
+PATIENT = {"grace": 120.0}
+
+
 @pytest.fixture
 def local_master(project_dir, monkeypatch, request):
     """``sense.local.start()``: this process is the master dashboard, its environment set.
 
-    Parametrized indirectly, the parameter is a dict of more options of ``start``.
+    Parametrized indirectly, the parameter is a dict of more options of ``start``
+    (:data:`PATIENT`: a stop waits for the dashboard's own end, however busy the machine).
     """
     import sense.local
 
     for name in list(os.environ):
         if name.startswith("SENSE_"):
             monkeypatch.delenv(name)
-    server = sense.local.start(project_dir, grace=1.0, **getattr(request, "param", {}))
+    server = sense.local.start(project_dir, **{"grace": 1.0, **getattr(request, "param", {})})
     yield server
     sense.local.stop()
 

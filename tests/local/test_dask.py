@@ -12,7 +12,7 @@ import distributed
 import psutil
 import pytest
 from backend_support import sense_run
-from conftest import sense_command
+from conftest import PATIENT, sense_command
 from frameworks_support import (
     check_a_map_and_an_array_reduction,
     check_nothing_left,
@@ -156,6 +156,7 @@ def test_when_the_master_ends_without_closing_no_dask_worker_is_left(project_dir
     assert list(scratch.glob("*/worker-*")) == []
 
 
+@pytest.mark.parametrize("local_master", [PATIENT], indirect=True)
 def test_a_stop_of_a_worker_dashboard_closes_its_dask_worker_as_dask_does(local_master, scratch):
     with cluster_of(2, scratch) as cluster, distributed.Client(cluster) as client:
         first, second = wait_until_dashboards_match(client, 2)

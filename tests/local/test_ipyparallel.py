@@ -11,6 +11,7 @@ import ipyparallel as ipp
 import psutil
 import pytest
 from backend_support import sense_run
+from conftest import PATIENT
 from frameworks_support import worker_dashboards
 from waiting import wait_for
 
@@ -30,6 +31,7 @@ def profile_dir(tmp_path):
     return str(tmp_path / "profile")
 
 
+@pytest.mark.parametrize("local_master", [PATIENT], indirect=True)
 def test_engines_sense_run_map_sync_on_worker_dashboards_and_stop_with_the_cluster(
     local_master, profile_dir
 ):
