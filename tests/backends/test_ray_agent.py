@@ -40,8 +40,27 @@ def events_until_exit(agent: NodeAgent, *dashboard_ids: int) -> list[tuple]:
     while {event[1] for event in seen if event[0] == "exit"} != set(dashboard_ids):
         news = agent.events(timeout=30)
         assert news, f"no news of dashboards {dashboard_ids} within 30 s: {seen}"
+        heard(agent, news)
         seen += news
     return seen
+
+
+def until_running(agent: NodeAgent, *dashboard_ids: int) -> None:
+    """Until every dashboard of ``dashboard_ids`` has reported running, heard as the server
+    hears it (its job starts then)."""
+    running: set[int] = set()
+    while running != set(dashboard_ids):
+        news = agent.events(timeout=30)
+        assert news, f"no news of dashboards {dashboard_ids} within 30 s"
+        heard(agent, news)
+        running |= {event[1] for event in news if event[0] == "running"}
+
+
+def heard(agent: NodeAgent, news: list[tuple]) -> None:
+    """Tell the agent that its news of running dashboards was heard, as the server does."""
+    for event in news:
+        if event[0] == "running":
+            agent.heard(event[1])
 
 
 def test_the_agent_reports_running_then_the_exit_and_serves_the_output(agent, mark):
@@ -51,6 +70,18 @@ def test_the_agent_reports_running_then_the_exit_and_serves_the_output(agent, ma
     assert agent.read_log(1) == b"from the node\n"
     assert agent.read_log(1, offset=5, limit=3) == b"the"
     assert agent.read_log(1, offset=-5) == b"node\n"
+
+
+def test_a_job_starts_only_once_the_server_has_heard_that_it_runs(agent, mark):
+    # On Ray the news goes to the server by a poll: a job that started at once could print,
+    # or ask for its own status, while the server still said "starting".
+    agent.launch(1, {"code": "print('from the node')"}, {MARK: mark})
+    assert agent.events(timeout=30) == [("running", 1)]
+    assert agent.events(timeout=2) == []  # held: no output, no end
+    assert agent.read_log(1) == b""
+    agent.heard(1)
+    assert events_until_exit(agent, 1) == [("exit", 1, 0, "exited")]
+    assert agent.read_log(1) == b"from the node\n"
 
 
 def test_a_dashboard_has_the_node_s_environment_without_sense_then_its_own(agent, mark):
@@ -69,9 +100,7 @@ def test_a_dashboard_has_the_node_s_environment_without_sense_then_its_own(agent
 def test_stop_all_ends_every_dashboard_and_says_it_was_stopped(agent, mark):
     for dashboard_id in (1, 2):
         agent.launch(dashboard_id, {"code": "import time; time.sleep(60)"}, {MARK: mark})
-    running = []
-    while len(running) < 2:  # once running, SIGTERM is the job's SystemExit(143)
-        running += agent.events(timeout=30)
+    until_running(agent, 1, 2)  # once running, SIGTERM is the job's SystemExit(143)
     agent.stop_all()
     events = events_until_exit(agent, 1, 2)
     exits = sorted(event for event in events if event[0] == "exit")
@@ -134,6 +163,7 @@ def test_interrupt_and_stop_end_a_dashboard_each_their_way(agent, mark):
     code = "import time; print('up', flush=True); time.sleep(60)"
     for dashboard_id in (1, 2):
         agent.launch(dashboard_id, {"code": code}, {MARK: mark})
+    until_running(agent, 1, 2)
     # Once its job runs (before, Ctrl-C would interrupt the engine's own start).
     wait_for(lambda: all(agent.read_log(i) == b"up\n" for i in (1, 2)), 30, what="the jobs")
     agent.interrupt(1)

@@ -506,15 +506,19 @@ class RayBackend(Backend):
                 return
             for event in events:
                 try:
-                    self._pass_on(event)
+                    self._pass_on(node, event)
                 except Exception:
                     # The news of the other dashboards must still go through.
                     logger.exception("the Ray backend could not pass on %s from %s", event, node.ip)
 
-    def _pass_on(self, event: tuple) -> None:
-        """Tell the listeners one event of an agent (see :meth:`NodeAgent.events`)."""
+    def _pass_on(self, node: _Node, event: tuple) -> None:
+        """Tell the listeners one event of node's agent (see :meth:`NodeAgent.events`)."""
         if event[0] == "running":
-            self.report_running(event[1])
+            try:
+                self.report_running(event[1])
+            finally:
+                # Recorded: the job, held until now, starts (and sees itself running).
+                node.agent.heard.remote(event[1])
         else:
             _, dashboard_id, code, reason = event
             self._ended(dashboard_id, code, reason)

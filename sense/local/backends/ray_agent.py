@@ -14,7 +14,10 @@ Example
 >>> agent = NodeAgent(None, grace=1.0)                                     # doctest: +SKIP
 >>> agent.launch(7, {"code": "print('hi')"}, {"SENSE_DASHBOARD_ID": "7"})  # doctest: +SKIP
 >>> agent.events(timeout=5.0)                                              # doctest: +SKIP
-[('running', 7), ('exit', 7, 0, 'exited')]
+[('running', 7)]
+>>> agent.heard(7)                                                         # doctest: +SKIP
+>>> agent.events(timeout=5.0)                                              # doctest: +SKIP
+[('exit', 7, 0, 'exited')]
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import os
 import queue
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from sense.local.backends import LaunchSpec
 from sense.local.backends.local import CHUNK, LocalBackend, free_port
 from sense.local.statedir import StateDir
 
+#: Seconds a dashboard's job waits for the server to hear that it runs.
+HEARD_TIMEOUT = 30.0
 #: An agent's own state directory (off the server's node): this, its pid, a dash, a random part.
 STATE_DIR_PREFIX = "sense-agent-"
 
@@ -114,12 +120,28 @@ class NodeAgent:
             base_env=node_environment() if base_env is None else base_env,
             prestart=prestart,
         )
+        #: The dashboards whose job waits until the server has heard that they run.
+        self._unheard: dict[int, threading.Event] = {}
         self.processes.subscribe(
-            lambda dashboard_id: self._events.put(("running", dashboard_id)),
+            self._running,
             lambda dashboard_id, code, reason: self._events.put(
                 ("exit", dashboard_id, code, reason)
             ),
         )
+
+    def _running(self, dashboard_id: int) -> None:
+        """The dashboard's process is up: say so, and hold its job until the server has heard
+        (:meth:`heard`), so that the job sees itself running, as on the local backend."""
+        unheard = self._unheard.setdefault(dashboard_id, threading.Event())
+        self._events.put(("running", dashboard_id))
+        # Bounded: a server too slow to answer delays the job, never stops it.
+        unheard.wait(HEARD_TIMEOUT)
+        self._unheard.pop(dashboard_id, None)
+
+    def heard(self, dashboard_id: int) -> None:
+        """The server has recorded that the dashboard runs (its ``running`` event): its job
+        starts."""
+        self._unheard.get(dashboard_id, threading.Event()).set()
 
     def pid(self) -> int:
         """This agent's process id (an answer also says that the agent is up)."""
@@ -150,6 +172,7 @@ class NodeAgent:
 
     def stop(self, dashboard_id: int) -> None:
         """Stop the dashboard (SIGTERM, SIGKILL after the grace); return once it has ended."""
+        self.heard(dashboard_id)  # the stop must not wait for the server's news
         self.processes.stop(dashboard_id)
 
     def interrupt(self, dashboard_id: int) -> None:
@@ -159,7 +182,8 @@ class NodeAgent:
     def events(self, timeout: float) -> list[tuple]:
         """What happened since the last call, waiting up to ``timeout`` seconds for something.
 
-        ``("running", id)`` once a dashboard's process is up; ``("exit", id, exit_code,
+        ``("running", id)`` once a dashboard's process is up (its job starts once the server
+        says it has :meth:`heard`); ``("exit", id, exit_code,
         reason)`` once it has ended, ``reason`` one of :data:`~sense.local.backends.REASONS`.
         """
         try:
@@ -190,6 +214,8 @@ class NodeAgent:
         they have all ended."""
         if not self._stopped:
             self._stopped = True
+            for dashboard_id in list(self._unheard):
+                self.heard(dashboard_id)
             self.processes.shutdown()
 
     def shutdown(self) -> None:
