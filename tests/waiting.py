@@ -16,9 +16,12 @@ import pytest
 
 #: Seconds between two looks at what is awaited.
 INTERVAL = 0.05
+#: The one bound of a wait, generous: on a machine whose cores are all busy, a server that
+#: starts in a second alone took over 10 s to print its first line.
+GENEROUS = 60.0
 
 
-def wait_for(condition, timeout: float = 10.0, interval: float = INTERVAL, *, what: str = ""):
+def wait_for(condition, timeout: float = GENEROUS, interval: float = INTERVAL, *, what: str = ""):
     """Poll ``condition()`` until it returns something true; return that, or fail saying
     ``what`` (by default the condition's name) was awaited."""
     deadline = time.monotonic() + timeout
