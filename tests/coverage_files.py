@@ -1,7 +1,8 @@
 """The coverage data files of the suite's processes, and those that a kill cut short.
 
 Coverage measures every Python process the suite starts (``patch = ["subprocess"]`` in
-pyproject.toml), and each writes its ``.coverage.*`` file as it exits. The suite SIGKILLs
+pyproject.toml) but those given :func:`unmeasured` environments, and each writes its
+``.coverage.*`` file as it exits. The suite SIGKILLs
 processes on purpose (a stop's grace period run out, a server killed to show nothing
 outlives it); one killed while it writes leaves part of a file, since coverage writes it
 without a journal. Coverage's combine step warns about each such file in the middle of
