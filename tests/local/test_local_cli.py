@@ -99,10 +99,15 @@ def test_sigkill_of_sense_run_leaves_no_process_of_the_run_within_5_seconds(proj
     )
     run = sense_command("run", "job.py", cwd=project_dir)
     assert run.stdout.readline().strip() == "ready"
-    tree = psutil.Process(run.pid).children(recursive=True)
+
     # The master script (an engine and the job it forked), the prestarted engine, and the
-    # three workers forked from it (each an engine and its job).
-    assert len(tree) == 9
+    # three workers forked from it (each an engine and its job). A worker is "running" as
+    # its engine forks the job, so the last jobs may be a moment behind "ready".
+    def whole_tree():
+        tree = psutil.Process(run.pid).children(recursive=True)
+        return tree if len(tree) == 9 else None
+
+    tree = wait_for(whole_tree, timeout=20)
     run.kill()
     run.wait()
     run.stdout.close()
