@@ -12,6 +12,7 @@ import nbformat
 import psutil
 import pytest
 from api_data import MASTER_ID, OWNER, PROJECT, PROJECT_PATH, TOKEN, dashboard_json
+from frameworks_support import ipyparallel_profile
 from kernels import PROJECT_ROOT, NotebookKernel, kernel_manager, throwaway_environment
 from nbclient import NotebookClient
 from waiting import left_running
@@ -240,14 +241,15 @@ def test_dask_and_ipyparallel_clusters_run_from_a_kernels_cells(local_kernel, tm
     )
     run("client.close()\ncluster.close()")
 
-    run(
-        "import ipyparallel as ipp\n"
-        f"engines = ipp.Cluster(engines='sense', n=2, profile_dir={str(tmp_path / 'ipp')!r})\n"
-        "rc = engines.start_and_connect_sync()"
-    )
-    assert run("print(sum(rc[:].map_sync(lambda x: x * x, range(100))))") == "328350\n"
-    engine_pids = json.loads(run("print(json.dumps(rc[:].apply_sync(os.getpid)))"))
-    run("rc.close()\nengines.stop_cluster_sync()")
+    with ipyparallel_profile(tmp_path / "ipp") as profile:
+        run(
+            "import ipyparallel as ipp\n"
+            f"engines = ipp.Cluster(engines='sense', n=2, profile_dir={profile!r})\n"
+            "rc = engines.start_and_connect_sync()"
+        )
+        assert run("print(sum(rc[:].map_sync(lambda x: x * x, range(100))))") == "328350\n"
+        engine_pids = json.loads(run("print(json.dumps(rc[:].apply_sync(os.getpid)))"))
+        run("rc.close()\nengines.stop_cluster_sync()")
 
     workers = run("print([w['id'] for w in sense.getWorkers() if w['master_id']])")
     assert workers == "[]\n"

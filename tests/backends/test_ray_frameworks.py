@@ -22,6 +22,7 @@ from frameworks_support import (
     check_a_map_and_an_array_reduction,
     check_nothing_left,
     dask_worker_hosts,
+    ipyparallel_profile,
     wait_until_dashboards_match,
     worker_dashboards,
 )
@@ -70,23 +71,22 @@ def test_ray_a_dask_cluster_computes_scales_survives_a_kill_and_leaves_nothing(r
 
 def test_ray_ipyparallel_engines_run_on_the_nodes_and_stop(ray_master, tmp_path):
     here = sense.networkInfo()["project_ip"]
-    cluster = ipp.Cluster(
-        engines="sense", n=3, controller_ip=here, profile_dir=str(tmp_path / "profile")
-    )
-    rc = cluster.start_and_connect_sync()
-    rc[:].use_cloudpickle()
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        assert rc[:].map_sync(lambda x: x * x, range(100)) == [x * x for x in range(100)]
-        nodes = rc[:].apply_sync(lambda: os.environ["SENSE_PROJECT_IP"])
-        assert sorted(nodes) == sorted(d["project_ip"] for d in worker_dashboards())
-        assert len(set(nodes)) > 1, "every engine on one node"
-        pids = rc[:].apply_sync(os.getpid)
-        cluster.stop_engines_sync()
-        assert worker_dashboards() == []
-    finally:
-        rc.close()
-        cluster.stop_cluster_sync()
+    with ipyparallel_profile(tmp_path / "profile") as profile:
+        cluster = ipp.Cluster(engines="sense", n=3, controller_ip=here, profile_dir=profile)
+        rc = cluster.start_and_connect_sync()
+        rc[:].use_cloudpickle()
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        try:
+            assert rc[:].map_sync(lambda x: x * x, range(100)) == [x * x for x in range(100)]
+            nodes = rc[:].apply_sync(lambda: os.environ["SENSE_PROJECT_IP"])
+            assert sorted(nodes) == sorted(d["project_ip"] for d in worker_dashboards())
+            assert len(set(nodes)) > 1, "every engine on one node"
+            pids = rc[:].apply_sync(os.getpid)
+            cluster.stop_engines_sync()
+            assert worker_dashboards() == []
+        finally:
+            rc.close()
+            cluster.stop_cluster_sync()
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 15)
     assert alive == []
 

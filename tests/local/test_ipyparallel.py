@@ -12,7 +12,7 @@ import psutil
 import pytest
 from backend_support import sense_run
 from conftest import PATIENT
-from frameworks_support import worker_dashboards
+from frameworks_support import ipyparallel_profile, worker_dashboards
 from waiting import wait_for
 
 import sense
@@ -28,7 +28,8 @@ def dashboard_id() -> int:
 @pytest.fixture
 def profile_dir(tmp_path):
     """An IPython profile of the test's own: ipyparallel keeps its cluster files there."""
-    return str(tmp_path / "profile")
+    with ipyparallel_profile(tmp_path / "profile") as profile:
+        yield profile
 
 
 @pytest.mark.parametrize("local_master", [PATIENT], indirect=True)
