@@ -90,15 +90,15 @@ def _end(client: Client, dashboards: Sequence[dict], grace: float) -> None:
     except SenseConnectionError as error:
         if not error.unreachable:
             raise
-        # No server answers: the dashboards ended with it (the README's "Nothing outlives
-        # its owner"), and there is nothing left to stop.
+        # No server answers: the dashboards ended with it (docs/local.md, "Nothing
+        # outlives its owner"), and there is nothing left to stop.
 
 
 async def end(client: Client, dashboards: Sequence[dict], grace: float) -> None:
     """Give ``dashboards`` ``grace`` seconds to end by themselves, then stop the rest.
 
     The framework has asked its worker to close by then: a stop (SIGTERM to each of its
-    processes, see the README's "Stopping") is for one that did not. A server that no longer
+    processes, see docs/local.md, "Stopping") is for one that did not. A server that no longer
     answers at all has ended them already.
 
     Examples

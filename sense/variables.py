@@ -1,7 +1,7 @@
 """The ``SENSE_*`` variables of the dashboard context, in one table.
 
-Through these variables a dashboard learns who and where it is (the
-README's "Environment" section). Two generations of the platform spelled
+Through these variables a dashboard learns who and where it is (docs/guide.md,
+"Environment"). Two generations of the platform spelled
 some of them differently, so each entry is the tuple of its spellings, the
 seed's first: the client reads the first one set, the local server writes
 them all, and a caller's ``env`` may set none of them (:func:`is_reserved`).

@@ -28,7 +28,7 @@ import sense
 #: ``distributed.Worker``.
 OPTIONS = "SENSE_DASK_WORKER"
 #: The startup code of the dashboard. Guarded: a process that ``multiprocessing`` spawns from
-#: the dashboard runs it again as ``__mp_main__`` (see the README's "A worker").
+#: the dashboard runs it again as ``__mp_main__`` (see docs/local.md, "Workers").
 STARTUP_CODE = "from sense.dask import worker\nif __name__ == '__main__':\n    worker.main()\n"
 
 

@@ -1,4 +1,4 @@
-"""The REST API of the local server (the routes in the README) as a FastAPI app.
+"""The REST API of the local server (the routes of docs/rest-api.md) as a FastAPI app.
 
 Routes hold no state: each translates HTTP into one call on the
 :class:`~sense.local.project.LocalProject` kept in ``app.state.project``.
@@ -84,8 +84,8 @@ def create_app(
         version=__version__,
         description="A Sense-compatible REST API whose dashboards are processes on this machine.",
         # Served by the `docs` router below, behind the credentials like every route but /health.
-        # No Swagger UI nor ReDoc: both load their scripts from a CDN (see the README's REST
-        # routes), and nothing of this origin may run a script that is not the package's.
+        # No Swagger UI nor ReDoc: both load their scripts from a CDN (see docs/rest-api.md),
+        # and nothing of this origin may run a script that is not the package's.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

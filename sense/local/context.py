@@ -1,6 +1,6 @@
 """The dashboard context: the environment variables through which a dashboard learns who it is.
 
-Every variable of the README's "Environment" table is set in every spelling
+Every variable of the "Environment" table of docs/guide.md is set in every spelling
 that either generation of the platform read, so that clients of both
 generations run unchanged.
 

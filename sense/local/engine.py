@@ -38,7 +38,7 @@ server holds for the dashboard's whole life. Over it the engine
    that a process that owns others ends them its way), ``term`` (SIGTERM to
    every process of the job) or ``kill`` (SIGKILL to every one), which a stop
    sends one after the other, a grace period apart, until the job has ended
-   (see the README's "Stopping"), and ``interrupt`` (SIGINT, Ctrl-C, to every
+   (see docs/local.md, "Stopping"), and ``interrupt`` (SIGINT, Ctrl-C, to every
    one). End of file means the server is gone (even by SIGKILL): every
    process of the job is killed. An order that comes before the job is forked
    is carried out once it is: none is lost.
@@ -427,7 +427,7 @@ def _end_as_python(code, loaded):
     ``__del__`` run: files left open are flushed and closed). What
     the engine loaded before the job is not torn down object by object: the kernel frees it
     at once, which spares the job the milliseconds of copying every page it shares with its
-    engine (the README's "Prestarted engine").
+    engine (docs/local.md, "The prestarted engine").
     """
     try:
         threading._shutdown()
@@ -536,7 +536,7 @@ def _run_script(path, argv):
 
     ``sys.argv[0]`` is the path as given, ``__file__`` the absolute path, and
     the script's directory comes first on ``sys.path`` (the project directory
-    stays next, as the README promises).
+    stays next, as docs/local.md, "Workers", promises).
     """
     sys.argv = [path, *argv]
     absolute = os.path.abspath(path)

@@ -40,8 +40,8 @@ runs, already loaded here, and its job ends as Python ends (see
 ``engine.py``). The ``random`` module reseeds itself at fork. What a fork
 cannot change is what an interpreter reads once when it starts, the hash
 seed of ``str`` among it: the backend starts a fresh interpreter when a
-dashboard's environment sets such a variable (the README's "Prestarted
-engine").
+dashboard's environment sets such a variable (docs/local.md, "The
+prestarted engine").
 """
 
 import gc

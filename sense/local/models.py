@@ -1,4 +1,4 @@
-"""The shapes of the REST API's requests and answers (the README's routes), as pydantic models.
+"""The shapes of the REST API's requests and answers (docs/rest-api.md), as pydantic models.
 
 Example
 -------

@@ -11,7 +11,7 @@ header, or ``?csrf=`` for an event stream, which cannot set headers): the
 cookie alone opens nothing. That matters because browsers send a host's
 cookies to all of its ports: a page on another port of ``127.0.0.1`` that
 reloads itself receives this cookie, but it cannot read this origin's storage
-(see the README's web page section). A request that changes something must
+(see docs/security.md, "The web page"). A request that changes something must
 also come from the page's own origin (``Origin``, ``Sec-Fetch-Site``). A
 session unused for :data:`IDLE_SECONDS` ends.
 

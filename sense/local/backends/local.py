@@ -325,7 +325,7 @@ class LocalBackend(Backend):
         process.stopped = True
         # SIGTERM to the job's own process, then to every process of the job (in whatever
         # group or session), then SIGKILL, a grace apart: a process that owns others, as
-        # dask's Nanny owns its worker, ends them its way first (the README's "Stopping").
+        # dask's Nanny owns its worker, ends them its way first (docs/local.md, "Stopping").
         for order in (b"stop\n", b"term\n", b"kill\n"):
             _order(process, order, ends_job=True)
             if process.ended.wait(self.grace):

@@ -1,8 +1,8 @@
 """Dashboards forked from a prestarted engine (``forkserver.py``) instead of fresh interpreters.
 
 A fresh interpreter costs every dashboard tens of milliseconds of CPU before
-its first line; a fork of one that is already up costs a few (the README's
-"Prestarted engine"). :class:`ForkServer` starts the prestarted engine and
+its first line; a fork of one that is already up costs a few (docs/local.md,
+"The prestarted engine"). :class:`ForkServer` starts the prestarted engine and
 holds its socket; a thread reads its answers, and the exit status of every
 child it forked, which is reaped there.
 

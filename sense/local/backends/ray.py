@@ -32,7 +32,7 @@ Python version.
 The server must be a driver on a node of the cluster, not a Ray Client
 (``ray://``): its dashboards call its API at its node's address, the
 script of ``sense run`` and the logs of ended dashboards live in its
-project folder, and its agents end with it (see the README).
+project folder, and its agents end with it (see docs/ray.md).
 
 Example
 -------
