@@ -89,6 +89,10 @@ def test_a_controller_on_loopback_is_refused_for_engines_elsewhere(
         with pytest.raises(Exception, match=r"controller_ip='192\.0\.2\.10'"):
             cluster.start_cluster_sync()
         assert worker_dashboards() == []
+        # Stopped only once it answers: ipyparallel's controller writes the connection file
+        # before it starts its schedulers and sets its signal handlers after, and one that a
+        # SIGTERM ends in between leaves its schedulers running.
+        cluster.connect_client_sync(timeout=60).close()
     finally:
         cluster.stop_cluster_sync()
 
