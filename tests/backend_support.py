@@ -139,11 +139,19 @@ class Launcher:
 
 def processes_marked(mark: str) -> list[psutil.Process]:
     """The dashboards' processes (and their children) whose environment carries ``mark``."""
+    return processes_with(MARK, mark)
+
+
+def processes_with(variable: str, value: str) -> list[psutil.Process]:
+    """The running processes whose environment sets ``variable`` to ``value``."""
     found = []
     for process in psutil.process_iter():
         try:
             # A zombie runs nothing: it waits for its parent to reap it.
-            if process.environ().get(MARK) == mark and process.status() != psutil.STATUS_ZOMBIE:
+            if (
+                process.environ().get(variable) == value
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
+from backend_support import processes_with
 from waiting import strays, wait_for
 
 import sense
@@ -30,25 +31,15 @@ def ipyparallel_profile(profile: Path) -> Iterator[str]:
 
     Its controller is given 120 s to end on SIGTERM: after its default 5 s, which a busy
     machine once took, ipyparallel SIGKILLs the controller, whose schedulers (processes it
-    forked) then run on.
+    forked) then run on. ipyparallel names the profile in its processes' environment.
     """
     profile.mkdir()
     (profile / "ipcluster_config.py").write_text(
         "c.LocalControllerLauncher.stop_seconds_until_kill = 120\n"
     )
     yield str(profile)
-    alive = strays(processes_of_profile(str(profile)), timeout=30)
+    alive = strays(processes_with("IPP_PROFILE_DIR", str(profile)), timeout=30)
     assert not alive, f"processes of the ipyparallel profile left running: {alive}"
-
-
-def processes_of_profile(profile: str) -> list[psutil.Process]:
-    """The processes ipyparallel started for ``profile`` (it names it in their environment)."""
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if process.environ().get("IPP_PROFILE_DIR") == profile:
-                found.append(process)
-    return found
 
 
 def worker_dashboards() -> list[dict]:
