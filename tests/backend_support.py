@@ -210,9 +210,9 @@ def run_the_cluster_example(address: str, project_dir, *, prefix: tuple[str, ...
     hellos = re.findall(r"worker \d+ says hello from (\S+)", output)
     assert len(hellos) == 4, output
     assert len(set(hellos)) > 1, f"every worker ran on {hellos[0]}"
-    assert "the cluster summed the squares below 1000000: 333332833333500000" in output
-    assert "cluster: [1, 2, 3, 4, 5]" in output
-    assert "after stopWorkers(): [1]" in output
+    assert "the cluster summed the squares below 1000000: 333332833333500000" in output, output
+    assert "cluster: [1, 2, 3, 4, 5]" in output, output
+    assert "after stopWorkers(): [1]" in output, output
     # The workers' own lines: on the console of `sense run`, and kept in their logs.
     kept = [log.read_text() for log in (Path(project_dir) / ".sense" / "logs").glob("*.log")]
     assert sum(log.count("said hello to the master") for log in kept) == 4, kept

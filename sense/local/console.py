@@ -121,7 +121,6 @@ class LogFollower:
             if dashboard_id not in still_active:
                 del self._tails[dashboard_id]
                 self._print_rest(tail)
-        self.out.flush()
 
     def _copy(self, dashboard_id: int, tail: _Tail) -> None:
         _, chunks = self.project.read_logs(dashboard_id, tail.offset)
@@ -139,8 +138,9 @@ class LogFollower:
         if tail.partial:
             self._print(tail, tail.partial)
             tail.partial = b""
-        self.out.flush()
 
     def _print(self, tail: _Tail, line: bytes) -> None:
         text = for_the_console(line.decode(errors="replace").rstrip("\r"))
         self.out.write(f"[{tail.name}] {text}\n")
+        # One write a line: the master's own lines, on the same console, fall between them.
+        self.out.flush()

@@ -141,6 +141,8 @@ def _be_the_job(job, log, guardian):
         os._exit(1)  # the guardian is gone already: so is the dashboard
     if log is not None:
         log.give_to_job()
+    else:
+        _whole_lines_to_the_console()
     # The project directory replaces this file's directory as the first import path.
     sys.path[0] = os.getcwd()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, JOB_SIGNALS)
@@ -372,6 +374,19 @@ class _Log:
 
 
 # -- the job -------------------------------------------------------------------------------------
+
+
+def _whole_lines_to_the_console():
+    """Have standard output and error write a line at a time, as Python does on a terminal.
+
+    ``PYTHONUNBUFFERED`` (which every dashboard gets, so that its log is never behind) has
+    ``print("cluster:", ids)`` make four writes: on the console that ``sense run`` shares
+    with its workers' prefixed lines, a worker's line could land inside this one.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # Not a text file (None, or replaced by the caller's sitecustomize): left as it is.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def _terminate(signum, frame):

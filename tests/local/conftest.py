@@ -231,10 +231,7 @@ def sense_command(*args: str, cwd, **kwargs) -> subprocess.Popen:
         [*SENSE, *args],
         cwd=cwd,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **kwargs},
     )
 
 

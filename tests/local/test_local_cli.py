@@ -65,6 +65,24 @@ def test_run_shows_each_workers_output_prefixed_by_its_id(project_dir):
     assert "master done" in output
 
 
+def test_a_workers_line_never_lands_inside_a_line_of_the_script(project_dir):
+    # The script begins a line, and ends it only once the console shows its worker's line.
+    (project_dir / "job.py").write_text(
+        "import pathlib, sense, time\n"
+        "print('the cluster:', end=' ')\n"
+        "sense.launchWorkers(1, startupCode='print(\"hello\")')\n"
+        "deadline = time.monotonic() + 30\n"
+        "while '[worker 2] hello' not in pathlib.Path('console.txt').read_text():\n"
+        "    assert time.monotonic() < deadline, 'the worker line never came'\n"
+        "    time.sleep(0.05)\n"
+        "print([1, 2])\n"
+    )
+    with open(project_dir / "console.txt", "w") as console:
+        run = sense_command("run", "job.py", cwd=project_dir, stdout=console)
+        assert run.wait(timeout=30) == 0
+    assert (project_dir / "console.txt").read_text() == "[worker 2] hello\nthe cluster: [1, 2]\n"
+
+
 def test_run_of_a_missing_script_fails_with_status_2(project_dir):
     returncode, output = run_to_end(project_dir, "nowhere.py")
     assert returncode == 2

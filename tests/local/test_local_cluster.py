@@ -32,9 +32,9 @@ def test_the_cluster_example_runs_a_four_worker_round_trip(project_dir, proxies)
     assert run.returncode == 0, output
     hellos = [line for line in output.splitlines() if "says hello from 127." in line]
     assert len(hellos) == 4
-    assert "the cluster summed the squares below 1000000: 333332833333500000" in output
-    assert "cluster: [1, 2, 3, 4, 5]" in output
-    assert "after stopWorkers(): [1]" in output
+    assert "the cluster summed the squares below 1000000: 333332833333500000" in output, output
+    assert "cluster: [1, 2, 3, 4, 5]" in output, output
+    assert "after stopWorkers(): [1]" in output, output
     assert output.count("said hello to the master") == 4  # the workers' own lines, prefixed
 
 
