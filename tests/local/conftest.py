@@ -20,6 +20,7 @@ from waiting import strays, wait_for
 from sense.local import LocalServer
 from sense.local.backends.prestart import FORKSERVER
 from sense.local.engine import __file__ as ENGINE_FILE
+from sense.local.store import ACTIVE
 
 #: What a dashboard's command line runs: the engine, or the prestarted engine it was forked from.
 ENGINES = (os.path.basename(ENGINE_FILE), os.path.basename(FORKSERVER))
@@ -192,12 +193,55 @@ def backend(request) -> dict:
     return request.param
 
 
-@pytest.fixture
-def contract_api(project_dir, backend):
-    """The API of a server on ``backend`` whose master is this test process."""
-    with LocalServer(project_dir, grace=1.0, **backend) as running:
+def contract_project(directory: Path) -> Path:
+    """``directory``, a project for the contract suite: it holds ``helper_module.py`` before
+    its server starts (on Ray, the project is shipped to the nodes then: see docs/ray.md)."""
+    (directory / "helper_module.py").write_text("VALUE = 'from the project'\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ray_contract_server(tmp_path_factory, ray_cluster):
+    """One server on the session's Ray cluster for a module's tests: it takes seconds to start
+    (its driver, then an agent and a prestarted engine on each node), a test about one."""
+    project_dir = tmp_path_factory.mktemp("ray-contract") / "project"
+    project_dir.mkdir()
+    backend = {**BACKENDS["ray"], "ray_address": ray_cluster.address}
+    with LocalServer(contract_project(project_dir), grace=1.0, **backend) as running:
         running.attach(set_environ=False)
-        yield Api(running)
+        yield running
+
+
+@pytest.fixture
+def contract_api(project_dir, backend, request):
+    """The API of a server on ``backend`` whose master is this test process.
+
+    On Ray, the module's server (:func:`ray_contract_server`): at the end of the test every
+    dashboard it left running is stopped, and none of their processes may be left.
+    """
+    if backend["backend"] != "ray":
+        with LocalServer(contract_project(project_dir), grace=1.0, **backend) as running:
+            running.attach(set_environ=False)
+            yield Api(running)
+        return
+    server = request.getfixturevalue("ray_contract_server")
+    api = Api(server)
+    yield api
+    master_id = server.master["id"]
+    left = [d["id"] for d in server.project.dashboards(status=ACTIVE) if d["id"] != master_id]
+    processes = [p for d in left for p in process_tree(dashboard_process(api, d))]
+    for dashboard_id in left:
+        server.project.stop(dashboard_id)
+    alive = strays(processes, timeout=30)
+    assert not alive, f"processes of dashboards {left} left running: {[p.pid for p in alive]}"
+
+
+def process_tree(process: psutil.Process) -> list[psutil.Process]:
+    """``process`` and every process below it; none if it has ended."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 #: ``local_master``'s options for a test of how a dashboard ends on SIGTERM by itself: on a busy

@@ -3,7 +3,9 @@
 Each test runs once per backend of ``BACKENDS`` (conftest's ``backend``
 fixture): a new backend passes this suite by adding one fixture value.
 What is specific to one backend (loopback addresses, the ``sense`` command)
-is tested beside it, not here.
+is tested beside it, not here. On Ray the tests share one server (it takes
+seconds to start), which ends what each test left running; the tests that
+need servers of their own are in ``test_backend_contract_servers.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import time
 
 import psutil
 import pytest
-from conftest import Api, dashboard_process, dashboard_processes, wait_for
+from conftest import dashboard_process, wait_for
 from waiting import left_running
-
-from sense.local import LocalServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,15 +136,8 @@ def test_sigkill_of_a_worker_fails_it_with_the_signal_as_exit_code(contract_api,
     assert failed["stopped_at"].endswith("Z")
 
 
-@pytest.fixture
-def helper_module(project_dir):
-    """A module kept in the project before its server starts: on Ray, the project is shipped
-    to the nodes then (see the README)."""
-    (project_dir / "helper_module.py").write_text("VALUE = 'from the project'\n")
-
-
-@pytest.mark.usefixtures("helper_module")  # before contract_api starts the server
 def test_a_worker_gets_the_context_its_placement_and_the_callers_env(contract_api):
+    # helper_module is in every contract server's project (conftest's contract_project).
     code = (
         "import json, os, helper_module\n"
         "print(json.dumps({'env': dict(os.environ), 'helper': helper_module.VALUE}))\n"
@@ -199,40 +192,3 @@ def test_sigkill_of_a_master_stops_its_workers(contract_api):
     assert contract_api.wait_status(master["id"], "failed")["exit_code"] == -signal.SIGKILL
     for worker in workers:
         assert contract_api.wait_status(worker["id"], "stopped")["exit_code"] is not None
-
-
-def test_the_quota_refuses_a_launch_past_it_until_one_ends(project_dir, backend):
-    with LocalServer(project_dir, grace=1.0, max_workers=1, **backend) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        first = api.launch()
-        answer = api("POST", "/dashboards", json={"master_id": server.master["id"]})
-        assert answer.status_code == 429
-        api("PUT", f"/dashboards/{first['id']}/stop")
-        api("PUT", f"/dashboards/{api.launch()['id']}/stop")
-
-
-def test_stopping_the_server_ends_every_dashboard_and_a_restart_keeps_the_history(
-    project_dir, backend
-):
-    with LocalServer(project_dir, grace=1.0, **backend) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        done = api.launch(startup_code="print('before the restart')")
-        api.wait_status(done["id"], "stopped")
-        running = [api.launch() for _ in range(2)]
-        for worker in running:
-            api.wait_status(worker["id"], "running")
-        processes = [dashboard_process(api, worker["id"]) for worker in running]
-    alive = left_running(processes, timeout=5)
-    assert alive == []
-    with LocalServer(project_dir, grace=1.0, **backend) as server:
-        server.attach(set_environ=False)
-        api = Api(server)
-        history = api("GET", "/dashboards").json()
-        # The first run's master, its three workers, then this run's master: ids go on.
-        assert [d["id"] for d in history] == [1, 2, 3, 4, server.master["id"]] == [1, 2, 3, 4, 5]
-        assert [d["status"] for d in history[:4]] == ["stopped"] * 4
-        assert "before the restart" in api.logs(done["id"])
-        api("PUT", f"/dashboards/{api.launch()['id']}/stop")
-    assert dashboard_processes(api) == []
