@@ -1,9 +1,10 @@
 """What only the Ray backend does, on a real 3-node Ray cluster (nodes on 127.0.0.2-4).
 
-Placement over the nodes, the project shipped to them, the quota (from the
-CPUs, or from the slots an operator gave the nodes), a node lost, and the
-server's fate shared by every dashboard on every node.
-Each test has a backend of its own (one Ray driver per process at a time).
+Placement over the nodes, the project shipped to them, the quota from the
+slots an operator gave the nodes, a node lost, and the server's fate shared
+by every dashboard on every node. Each test has a backend of its own (one Ray
+driver per process at a time); those that need none of their own are in
+``test_ray_dashboards.py``, whose tests share one.
 """
 
 from __future__ import annotations
@@ -106,17 +107,6 @@ def test_ray_a_wrong_placement_timeout_is_refused_naming_it(project_dir, options
     assert "never runs" not in run.stdout
 
 
-def test_ray_on_a_cluster_without_custom_resources_the_quota_is_what_its_cpus_hold(
-    ray_cluster, project_dir, mark
-):
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, _, _):
-        assert not backend.slotted
-        # 3 nodes of 2 CPUs: 12 small dashboards (0.5 CPU each).
-        assert backend.capacity() == 12
-        backend.max_workers = 3
-        assert backend.capacity() == 3
-
-
 def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
     ray_cluster, project_dir, mark
 ):
@@ -203,20 +193,6 @@ def test_ray_slots_cap_each_node_and_a_launch_past_them_is_refused_with_nothing_
         backend.placement_timeout = 10.0
         dashboard_id, _ = launch("print('in its place')", size=0)
         assert recorder.exit_of(dashboard_id)[0] == 0
-
-
-def test_ray_a_size_no_node_can_hold_is_refused_before_any_side_effect(
-    ray_cluster, project_dir, mark
-):
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        reason = backend.refusal("sense-ipython-engine", 16)
-        assert reason == (
-            "no node of the Ray cluster has 16 CPUs for a dashboard of size 16 "
-            "(the most a node has is 2)"
-        )
-        with pytest.raises(ValueError, match="no node of the Ray cluster has 16 CPUs"):
-            launch("print('too big')", size=16)
-        assert recorder.running == []
 
 
 def test_ray_a_node_that_joins_gets_dashboards_and_one_lost_fails_them_leaving_no_process(

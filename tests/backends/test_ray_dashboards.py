@@ -1,7 +1,8 @@
 """What a dashboard on the Ray backend does beyond the shared contract suite
 (``tests/local/test_backend_contract.py``, which runs on Ray too): Ctrl-C, the
 node's own environment, its port reached by another dashboard, a module of the
-project imported on any node, and what is refused.
+project imported on any node, what is refused, and the quota of a cluster
+without custom resources.
 
 One backend serves the whole module: a Ray backend takes seconds to start (a
 driver and an agent on each node). Every test ends what it started; its
@@ -111,3 +112,26 @@ def test_ray_refuses_what_it_cannot_run_before_any_side_effect(backend, recorder
     assert "size should be one of" in backend.refusal("sense-ipython-engine", "huge")
     assert "the most a node has is 2" in backend.refusal("sense-ipython-engine", 4)
     assert backend.refusal("sense-ipython-engine", "medium") is None
+
+
+def test_ray_a_size_no_node_can_hold_is_refused_before_any_side_effect(backend, launch, recorder):
+    reason = backend.refusal("sense-ipython-engine", 16)
+    assert reason == (
+        "no node of the Ray cluster has 16 CPUs for a dashboard of size 16 "
+        "(the most a node has is 2)"
+    )
+    before = (list(recorder.running), dict(recorder.exits))
+    with pytest.raises(ValueError, match="no node of the Ray cluster has 16 CPUs"):
+        launch("print('too big')", size=16)
+    assert (recorder.running, recorder.exits) == before
+
+
+def test_ray_on_a_cluster_without_custom_resources_the_quota_is_what_its_cpus_hold(backend):
+    assert not backend.slotted
+    # 3 nodes of 2 CPUs: 12 small dashboards (0.5 CPU each).
+    assert backend.capacity() == 12
+    backend.max_workers = 3
+    try:
+        assert backend.capacity() == 3
+    finally:
+        backend.max_workers = None
