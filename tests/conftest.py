@@ -150,6 +150,16 @@ def recording_python(tmp_path, monkeypatch):
     return record
 
 
+@pytest.fixture(autouse=True)
+def _processes_unmeasured(request, monkeypatch):
+    """The processes a test marked ``processes_unmeasured`` starts run without coverage
+    (see ``coverage_files.unmeasured``); the test's own process is still measured."""
+    if request.node.get_closest_marker("processes_unmeasured") is not None:
+        from coverage_files import SUBPROCESS_VARIABLE
+
+        monkeypatch.delenv(SUBPROCESS_VARIABLE, raising=False)
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtestloop(session):
     # Inside pytest-cov's own wrapper (trylast), so this runs after the tests and before

@@ -11,7 +11,7 @@ from waiting import left_running
 import sense
 from sense.local import LocalServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.processes_unmeasured]
 
 WORKERS = 200
 ROUNDS = 3  # the first fills the connection pools; the next two show the descriptors stay put

@@ -32,7 +32,7 @@ from waiting import wait_for
 import sense
 import sense.local
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.processes_unmeasured]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from waiting import wait_for
 
 import sense
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.processes_unmeasured]
 
 
 def dashboard_id() -> int:

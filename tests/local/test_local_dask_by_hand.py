@@ -11,7 +11,7 @@ import pytest
 from conftest import sense_command
 from needs import require
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.processes_unmeasured]
 
 MASTER = """
 import sense
