@@ -1,4 +1,7 @@
-"""Kept so that the original ``python setup.py install`` still works; the metadata is in pyproject.toml."""
+"""Kept so that the original ``python setup.py install`` still works.
+
+The metadata is in pyproject.toml.
+"""
 
 from setuptools import setup
 
