@@ -1,15 +1,15 @@
 """What only the Ray backend does, on a real 3-node Ray cluster (nodes on 127.0.0.2-4).
 
-Placement over the nodes, the project shipped to them, the quota from the
-slots an operator gave the nodes, a node lost, and the server's fate shared
-by every dashboard on every node. Each test has a backend of its own (one Ray
-driver per process at a time); those that need none of their own are in
+A backend shut down, the quota from the slots an operator gave the nodes, a
+node that joins and one lost, Ray Client's addresses refused, and the
+server's fate shared by every dashboard on every node. Each test has a backend
+of its own (one Ray driver per process at a time); those that need none of
+their own, placement over the nodes among them, are in
 ``test_ray_dashboards.py``, whose tests share one.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import re
 import subprocess
@@ -105,63 +105,6 @@ def test_ray_a_wrong_placement_timeout_is_refused_naming_it(project_dir, options
     assert run.returncode in (1, 2)
     assert said in run.stderr
     assert "never runs" not in run.stdout
-
-
-def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
-    ray_cluster, project_dir, mark
-):
-    from sense.errors import SenseConfigError
-
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, _, _):
-        assert backend.server_ip == node_ip(0)  # the server's node: the head here
-    with (
-        ray_backend(ray_cluster, project_dir, mark),
-        pytest.raises(SenseConfigError, match="already connected to Ray"),
-    ):
-        make_backend("ray", project_dir, ray_address=ray_cluster.address)
-
-
-def test_ray_dashboards_spread_over_the_nodes_run_there_and_import_the_project(
-    ray_cluster, project_dir, mark
-):
-    code = "import os, kept_module; print(os.environ['NODE_MARK'], kept_module.WHERE)"
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        launched = [launch(code) for _ in range(NODES)]
-        assert {placement.project_ip for _, placement in launched} == NODE_IPS
-        for dashboard_id, placement in launched:
-            assert recorder.exit_of(dashboard_id)[0] == 0
-            # Started by the agent of the node whose address it was given, where the
-            # project's module imports from Ray's copy (off the server's node).
-            assert log_of(backend, dashboard_id) == f"{placement.project_ip} in the project\n"
-
-
-def test_ray_dashboards_share_the_nodes_evenly_whether_they_run_on_or_end_at_once(
-    ray_cluster, project_dir, mark
-):
-    # Each dashboard is a placement group of its own, which Ray's SPREAD does not spread:
-    # under load Ray put two of three on one node. The backend steers each to the node
-    # that runs the fewest.
-    with ray_backend(ray_cluster, project_dir, mark) as (_, recorder, launch):
-        quick = [launch("pass") for _ in range(NODES)]
-        for dashboard_id, _ in quick:
-            assert recorder.exit_of(dashboard_id)[0] == 0
-        assert {placement.project_ip for _, placement in quick} == NODE_IPS
-        running = [launch("import time; time.sleep(60)")[1] for _ in range(2 * NODES)]
-        assert collections.Counter(p.project_ip for p in running) == dict.fromkeys(NODE_IPS, 2)
-
-
-def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
-    ray_cluster, project_dir, mark
-):
-    script = project_dir / "job.py"
-    script.write_text("import os, sys\nprint(os.environ['NODE_MARK'], sys.argv[1:])\n")
-    with ray_backend(ray_cluster, project_dir, mark) as (backend, recorder, launch):
-        launched = [launch(script=str(script), argv=["--rank", str(i)]) for i in range(NODES)]
-        assert {placement.project_ip for _, placement in launched} == NODE_IPS
-        for rank, (dashboard_id, placement) in enumerate(launched):
-            assert recorder.exit_of(dashboard_id)[0] == 0
-            expected = f"{placement.project_ip} ['--rank', '{rank}']\n"
-            assert log_of(backend, dashboard_id) == expected
 
 
 def test_ray_slots_cap_each_node_and_a_launch_past_them_is_refused_with_nothing_left(

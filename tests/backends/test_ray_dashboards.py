@@ -1,22 +1,26 @@
 """What a dashboard on the Ray backend does beyond the shared contract suite
-(``tests/local/test_backend_contract.py``, which runs on Ray too): Ctrl-C, the
-node's own environment, its port reached by another dashboard, a module of the
-project imported on any node, what is refused, and the quota of a cluster
-without custom resources.
+(``tests/local/test_backend_contract.py``, which runs on Ray too): placement
+over the nodes, Ctrl-C, the node's own environment, its port reached by another
+dashboard, the project's modules and scripts on any node, what is refused, and
+the quota of a cluster without custom resources.
 
 One backend serves the whole module: a Ray backend takes seconds to start (a
 driver and an agent on each node). Every test ends what it started; its
-``mark`` fixture fails it otherwise.
+``mark`` fixture fails it otherwise. The tests that need a backend of their own
+are in ``test_ray.py``.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+import os
 import signal
 
 import pytest
 from backend_support import (
+    NODES,
     Launcher,
     log_of,
     make_backend,
@@ -24,15 +28,22 @@ from backend_support import (
     subscribed,
     wait_for_log,
 )
-from ray_cluster import NODE_SENSE_VARIABLE
+from ray_cluster import NODE_SENSE_VARIABLE, node_ip
+
+from sense.errors import SenseConfigError
 
 pytestmark = pytest.mark.timeout(120)
+
+NODE_IPS = {node_ip(i) for i in range(NODES)}
+#: A script kept in the served project: Ray ships the project to the nodes as the backend starts.
+SCRIPT = "import os, sys\nprint(os.environ['NODE_MARK'], sys.argv[1:])\n"
 
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory):
     """A Ray backend serving a project, and a recorder of what it reports."""
     project_dir = make_project(tmp_path_factory.mktemp("ray") / "project")
+    (project_dir / "job.py").write_text(SCRIPT)
     backend = make_backend("ray", project_dir, ray_address=ray_cluster.address)
     yield backend, subscribed(backend), itertools.count(1)
     backend.shutdown()
@@ -51,6 +62,58 @@ def recorder(served):
 @pytest.fixture
 def launch(served, mark):
     return Launcher(served[0], mark, served[2])
+
+
+def test_ray_the_server_s_node_ip_is_known_and_a_second_backend_in_one_process_is_refused(
+    backend, ray_cluster
+):
+    assert backend.server_ip == node_ip(0)  # the server's node: the head here
+    with pytest.raises(SenseConfigError, match="already connected to Ray"):
+        make_backend("ray", backend.project_dir, ray_address=ray_cluster.address)
+
+
+def test_ray_dashboards_spread_over_the_nodes_run_there_and_import_the_project(
+    backend, launch, recorder
+):
+    code = "import os, kept_module; print(os.environ['NODE_MARK'], kept_module.WHERE)"
+    launched = [launch(code) for _ in range(NODES)]
+    assert {placement.project_ip for _, placement in launched} == NODE_IPS
+    for dashboard_id, placement in launched:
+        assert recorder.exit_of(dashboard_id)[0] == 0
+        # Started by the agent of the node whose address it was given, where the
+        # project's module imports from Ray's copy (off the server's node).
+        assert log_of(backend, dashboard_id) == f"{placement.project_ip} in the project\n"
+
+
+def test_ray_dashboards_share_the_nodes_evenly_whether_they_run_on_or_end_at_once(
+    backend, launch, recorder
+):
+    # Each dashboard is a placement group of its own, which Ray's SPREAD does not spread:
+    # under load Ray put two of three on one node. The backend steers each to the node
+    # that runs the fewest.
+    quick = [launch("pass") for _ in range(NODES)]
+    for dashboard_id, _ in quick:
+        assert recorder.exit_of(dashboard_id)[0] == 0
+    assert {placement.project_ip for _, placement in quick} == NODE_IPS
+    running = [launch("import time; time.sleep(60)") for _ in range(2 * NODES)]
+    on_nodes = collections.Counter(placement.project_ip for _, placement in running)
+    for dashboard_id, _ in running:
+        backend.stop(dashboard_id)
+    for dashboard_id, _ in running:
+        recorder.exit_of(dashboard_id)
+    assert on_nodes == dict.fromkeys(NODE_IPS, 2)
+
+
+def test_ray_a_script_in_the_project_runs_on_every_node_with_its_arguments(
+    backend, launch, recorder
+):
+    script = os.path.join(backend.project_dir, "job.py")
+    launched = [launch(script=script, argv=["--rank", str(i)]) for i in range(NODES)]
+    assert {placement.project_ip for _, placement in launched} == NODE_IPS
+    for rank, (dashboard_id, placement) in enumerate(launched):
+        assert recorder.exit_of(dashboard_id)[0] == 0
+        expected = f"{placement.project_ip} ['--rank', '{rank}']\n"
+        assert log_of(backend, dashboard_id) == expected
 
 
 def test_ray_interrupt_is_ctrl_c(backend, launch, recorder):
