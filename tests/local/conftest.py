@@ -111,10 +111,13 @@ def no_strays(tmp_path):
     """Fail a test that leaves a worker process behind (after giving it 30 s to end: the
     machine may be busy).
 
-    Nor may a prestarted engine of a server of this test outlive it.
+    Nor may a prestarted engine of a server of this test outlive it (those of a module's
+    server, started before the test, are that server's to end).
     """
+    before = set(prestarted_engines())
     yield
-    alive = strays(engine_processes(tmp_path) + prestarted_engines(), timeout=30)
+    started = [p for p in prestarted_engines() if p not in before]
+    alive = strays(engine_processes(tmp_path) + started, timeout=30)
     assert not alive, f"processes left running: {[p.pid for p in alive]}"
 
 

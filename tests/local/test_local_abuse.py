@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -46,10 +49,10 @@ TARGET = "abuse-target"
 SCRIPT = "job.py"
 
 
-@pytest.fixture
-def target(tmp_path):
+@contextlib.contextmanager
+def serving_target(parent: Path) -> Iterator[LocalServer]:
     """A server with a low quota (a successful launch starts a real process), attached."""
-    directory = tmp_path / TARGET
+    directory = parent / TARGET
     directory.mkdir()
     (directory / SCRIPT).write_text("pass\n")
     with LocalServer(directory, grace=1.0, max_workers=2) as running:
@@ -57,9 +60,28 @@ def target(tmp_path):
         yield running
 
 
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    """The server of the module's tests that launch and stop nothing (each checks it, or is
+    answered before any launch could happen): a server takes a moment to start."""
+    with serving_target(tmp_path_factory.mktemp("abuse")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_target(tmp_path):
+    """A server of the test's own, for a test that launches."""
+    with serving_target(tmp_path) as running:
+        yield running
+
+
+def token_auth(server: LocalServer) -> tuple[str, str]:
+    return (server.project.info.token, "")
+
+
 @pytest.fixture
 def auth(target) -> tuple[str, str]:
-    return (target.project.info.token, "")
+    return token_auth(target)
 
 
 def openapi(target, auth) -> dict:
@@ -84,8 +106,9 @@ def real_path(path: str, server: LocalServer, **names: str) -> str:
 
 
 @pytest.fixture
-def api_schema(target, auth):
+def api_schema(own_target):
     """The served OpenAPI, loaded by schemathesis, aimed at the real project half of the time."""
+    target, auth = own_target, token_auth(own_target)
     config = schemathesis.Config.from_dict(
         {"auth": {"basic": {"username": auth[0], "password": ""}}}
     )
@@ -257,10 +280,10 @@ def test_a_form_launch_is_checked_as_a_json_one_is(target, auth):
     assert "'A=B'" in answer.json()["error"]
 
 
-def test_a_size_that_json_schema_calls_an_integer_is_one(target, auth):
-    url = target.url + real_path(f"{P}/dashboards", target)
-    body = {"master_id": target.master["id"], "size": 2.0, "startup_code": "pass"}
-    answer = requests.post(url, json=body, auth=auth, timeout=10)
+def test_a_size_that_json_schema_calls_an_integer_is_one(own_target):
+    url = own_target.url + real_path(f"{P}/dashboards", own_target)
+    body = {"master_id": own_target.master["id"], "size": 2.0, "startup_code": "pass"}
+    answer = requests.post(url, json=body, auth=token_auth(own_target), timeout=10)
     assert answer.status_code == 201, answer.text
     assert answer.json()["size"] == 2
 
