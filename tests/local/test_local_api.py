@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -15,6 +16,17 @@ from sense.local.app import Credentials
 from sense.local.server import bind
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def quiet_api(tmp_path_factory) -> Iterator[Api]:
+    """The API of a server shared by the module's tests whose every request is refused or
+    only reads: a server takes a moment to start, and none of them changes it."""
+    project_dir = tmp_path_factory.mktemp("api") / "project"
+    project_dir.mkdir()
+    with LocalServer(project_dir, grace=1.0) as running:
+        running.attach(set_environ=False)
+        yield Api(running)
 
 
 def test_health_answers_without_credentials(server):
@@ -120,8 +132,8 @@ def test_dashboards_are_filtered_by_status_master_and_name_all_at_once(api, serv
     ],
     ids=["status", "one-status-of-two", "master-id", "master-id-0", "misspelt"],
 )
-def test_a_bad_filter_is_refused_naming_the_parameter(api, query, named):
-    answer = api("GET", "/dashboards", params=query)
+def test_a_bad_filter_is_refused_naming_the_parameter(quiet_api, query, named):
+    answer = quiet_api("GET", "/dashboards", params=query)
     assert answer.status_code == 422
     assert answer.json()["error"].startswith(named)
 
@@ -212,21 +224,23 @@ def test_a_form_carries_env_as_json_or_as_bracketed_fields(api, server):
     ],
     ids=lambda value: json.dumps(value) if isinstance(value, dict) else value,
 )
-def test_a_bad_launch_body_is_refused_naming_the_field(api, body, named):
-    answer = api("POST", "/dashboards", json=body)
+def test_a_bad_launch_body_is_refused_naming_the_field(quiet_api, body, named):
+    answer = quiet_api("POST", "/dashboards", json=body)
     assert answer.status_code == 422
     assert set(answer.json()) == {"error"}
     assert named in answer.json()["error"]
 
 
-def test_a_body_that_is_not_json_is_a_400(api):
-    answer = api("POST", "/dashboards", data=b"{not json", headers={"Content-Type": "text/plain"})
+def test_a_body_that_is_not_json_is_a_400(quiet_api):
+    answer = quiet_api(
+        "POST", "/dashboards", data=b"{not json", headers={"Content-Type": "text/plain"}
+    )
     assert answer.status_code == 400
     assert "JSON" in answer.json()["error"]
 
 
-def test_an_oversized_body_is_a_413(api):
-    answer = api("POST", "/dashboards", json={"startup_code": "#" * (1024 * 1024 + 1)})
+def test_an_oversized_body_is_a_413(quiet_api):
+    answer = quiet_api("POST", "/dashboards", json={"startup_code": "#" * (1024 * 1024 + 1)})
     assert answer.status_code == 413
     assert "larger" in answer.json()["error"]
 
@@ -262,7 +276,7 @@ def test_launches_past_the_quota_are_a_429(project_dir):
         api("PUT", f"/dashboards/{api.launch()['id']}/stop")
 
 
-def test_an_unknown_dashboard_is_a_404_on_every_route(api):
+def test_an_unknown_dashboard_is_a_404_on_every_route(quiet_api):
     for method, path in [
         ("GET", "/dashboards/999"),
         ("PATCH", "/dashboards/999"),
@@ -270,13 +284,13 @@ def test_an_unknown_dashboard_is_a_404_on_every_route(api):
         ("GET", "/dashboards/999/workers"),
         ("GET", "/dashboards/999/logs"),
     ]:
-        answer = api(method, path, json={"status": "stopped"})
+        answer = quiet_api(method, path, json={"status": "stopped"})
         assert answer.status_code == 404, (method, path)
         assert "no dashboard 999" in answer.json()["error"]
 
 
-def test_a_dashboard_id_that_is_not_a_number_is_refused_naming_it(api):
-    answer = api("GET", "/dashboards/seven")
+def test_a_dashboard_id_that_is_not_a_number_is_refused_naming_it(quiet_api):
+    answer = quiet_api("GET", "/dashboards/seven")
     assert answer.status_code == 422
     assert answer.json()["error"].startswith("dashboard_id:")
 
@@ -351,14 +365,16 @@ def test_the_routes_answer_under_the_project_url_of_the_context(api, server):
     assert requests.get(project_url + "/dashboards", auth=api.auth, timeout=10).ok
 
 
-def test_unknown_routes_answer_with_an_error_object(server):
-    answer = requests.get(f"{server.url}/nowhere", timeout=10)
+def test_unknown_routes_answer_with_an_error_object(quiet_api):
+    answer = requests.get(f"{quiet_api.server.url}/nowhere", timeout=10)
     assert answer.status_code == 404
     assert set(answer.json()) == {"error"}
 
 
-def test_openapi_describes_the_routes_and_the_models(api, server):
-    schema = requests.get(f"{server.url}/openapi.json", auth=api.auth, timeout=10).json()
+def test_openapi_describes_the_routes_and_the_models(quiet_api):
+    schema = requests.get(
+        f"{quiet_api.server.url}/openapi.json", auth=quiet_api.auth, timeout=10
+    ).json()
     paths = schema["paths"]
     prefix = "/users/{owner_id}/projects/{project_id}"
     for path in [
@@ -385,13 +401,13 @@ def test_openapi_describes_the_routes_and_the_models(api, server):
     assert "X-Log-Size" in logs["responses"]["200"]["headers"]
 
 
-def test_no_documentation_page_loads_scripts_from_elsewhere(api, server):
+def test_no_documentation_page_loads_scripts_from_elsewhere(quiet_api):
     # Swagger UI and ReDoc would load theirs from a CDN, into the origin of the web page.
     for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
-        answer = requests.get(server.url + path, auth=api.auth, timeout=10)
+        answer = requests.get(quiet_api.server.url + path, auth=quiet_api.auth, timeout=10)
         assert answer.status_code == 404, path
         assert set(answer.json()) == {"error"}
-    assert requests.get(f"{server.url}/openapi.json", auth=api.auth, timeout=10).ok
+    assert requests.get(f"{quiet_api.server.url}/openapi.json", auth=quiet_api.auth, timeout=10).ok
 
 
 def test_the_token_and_the_password_show_in_no_repr(project_dir):
